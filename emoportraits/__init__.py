@@ -1,0 +1,7 @@
+"""emoportraits: one-shot head avatars driven by video, by speech, and with generated head poses."""
+from .config import EmoPortraitsConfig
+from .errors import EmoPortraitsError, WeightsMismatchError
+from .models import Avatar, EmoPortraits
+
+__version__ = "0.1.0"
+__all__ = ["Avatar", "EmoPortraits", "EmoPortraitsConfig", "EmoPortraitsError", "WeightsMismatchError"]

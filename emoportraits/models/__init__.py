@@ -1,0 +1,10 @@
+"""The networks of EMOPortraits, one module per component of the paper."""
+from .appearance import AppearanceEncoder, IdentityEncoder
+from .canonical import CanonicalUNet, SourceVolumeBlocks
+from .decoder import Decoder, project
+from .emoportraits import Avatar, EmoPortraits
+from .motion import ExpressionEncoder, HeadPoseNet
+from .warping import WarpEmbedding, WarpGenerator
+
+__all__ = ["AppearanceEncoder", "Avatar", "CanonicalUNet", "Decoder", "EmoPortraits", "ExpressionEncoder",
+           "HeadPoseNet", "IdentityEncoder", "SourceVolumeBlocks", "WarpEmbedding", "WarpGenerator", "project"]

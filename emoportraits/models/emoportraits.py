@@ -1,0 +1,281 @@
+"""EmoPortraits: the stage-1 one-shot head-avatar model, a Hugging Face Hub model.
+
+Data flow (SPEC §2). Source, once per avatar (``encode_source``):
+    e_s = identity_encoder(x_s); v_s = appearance_encoder(x_s); θ_s = head_pose(x_s)
+    z_s = expression_encoder(x_s, θ_s); W_s→ = warp_to_canonical(warp_embedding(z_s, e_s))
+    V^C = canonical_unet( sample( sample(source_volume(v_s), rigid(inv θ_s)), W_s→ ) )
+Driver, per frame (``drive``):
+    θ_d, z_d from the driver image (or given); W_→d = warp_to_driver(warp_embedding(z_d, e_s))
+    image = decoder( project( sample( sample(V^C, W_→d), rigid(θ_d) ) ) )
+Images are float tensors (B, 3, S, S) in [0, 1], RGB; θ is (B, 4, 4) (see geometry.py).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
+from huggingface_hub.constants import SAFETENSORS_SINGLE_FILE
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..config import EmoPortraitsConfig
+from ..errors import check_state_dict
+from .appearance import AppearanceEncoder, IdentityEncoder
+from .canonical import CanonicalUNet, SourceVolumeBlocks
+from .decoder import Decoder, project
+from .geometry import rigid_grid, sample
+from .motion import ExpressionEncoder, HeadPoseNet
+from .tracing import record, scope
+from .warping import WarpEmbedding, WarpGenerator
+
+MODEL_CARD = """
+---
+{{ card_data }}
+---
+
+# EMOPortraits (emoportraits)
+
+One-shot head avatar of *EMOPortraits: Emotion-enhanced Multimodal One-shot Head Avatars*
+(Drobyshev et al., CVPR 2024, [arXiv:2404.19110]({{ paper_url }})), packaged with
+[emoportraits]({{ repo_url }}).
+
+```python
+from emoportraits import EmoPortraits
+model = EmoPortraits.from_pretrained("{{ model_id | default("path/to/this/folder", true) }}")
+avatar = model.encode_source(source)          # (B, 3, S, S) in [0, 1]
+frame = model.drive(avatar, driver)           # (B, 3, S, S) in [0, 1]
+```
+
+- Architecture preset: {{ preset | default("custom", true) }}, {{ image_size }}² images,
+  {{ n_params }} parameters (generator + head-pose network).
+- Weights: {{ weights_note | default("trained with emoportraits.", true) }}
+"""
+
+
+@dataclass
+class Avatar:
+    """Everything that depends only on the source image: computed once, reused for every frame."""
+    canonical: torch.Tensor    # V^C (B, C, D, H, W)
+    e_s: torch.Tensor          # identity descriptor (B, E, s, s)
+    theta: torch.Tensor        # θ_s (B, 4, 4), float32
+    z: torch.Tensor            # z_s (B, z_dim)
+
+    def to(self, device=None, dtype=None) -> "Avatar":
+        """Move to a device and/or cast the feature tensors (θ stays float32)."""
+        return Avatar(self.canonical.to(device, dtype), self.e_s.to(device, dtype),
+                      self.theta.to(device), self.z.to(device, dtype))
+
+    @property
+    def batch_size(self) -> int:
+        return self.canonical.shape[0]
+
+
+class EmoPortraits(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="emoportraits",
+    repo_url="https://github.com/emoportraits/emoportraits",
+    paper_url="https://arxiv.org/abs/2404.19110",
+    license="apache-2.0",
+    pipeline_tag="image-to-video",
+    tags=["emoportraits", "talking-head", "face-reenactment", "one-shot-avatar"],
+    model_card_template=MODEL_CARD,
+):
+    """The EMOPortraits stage-1 model. See the module docstring for the data flow."""
+
+    def __init__(self, config: EmoPortraitsConfig | None = None):
+        super().__init__()
+        self.config = config = config or EmoPortraitsConfig()
+        self.identity_encoder = IdentityEncoder(config)
+        self.appearance_encoder = AppearanceEncoder(config)
+        self.expression_encoder = ExpressionEncoder(config)
+        self.head_pose_net = HeadPoseNet(config)
+        self.warp_embedding = WarpEmbedding(config)
+        self.warp_to_canonical = WarpGenerator(config, trace_name="xy_gen")   # W_s→
+        self.warp_to_driver = WarpGenerator(config, trace_name="uv_gen")      # W_→d
+        self.source_volume = SourceVolumeBlocks(config)
+        self.canonical_unet = CanonicalUNet(config)                           # G3D
+        self.decoder = Decoder(config)                                        # G2D
+        self.eval()
+
+    # ---- properties ----------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def generator_parameters(self) -> int:
+        """Parameters of everything but the (separately distributed) head-pose network."""
+        return sum(p.numel() for n, p in self.named_parameters() if not n.startswith("head_pose_net."))
+
+    # ---- input checks --------------------------------------------------------------------------
+    def _check_image(self, image, name: str) -> None:
+        s = self.config.image_size
+        if not isinstance(image, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor of shape (B, 3, {s}, {s}), got {type(image).__name__}")
+        if image.dim() != 4 or image.shape[1] != 3 or tuple(image.shape[2:]) != (s, s):
+            raise ValueError(f"{name} must have shape (B, 3, {s}, {s}) (RGB, this model's resolution), "
+                             f"got {tuple(image.shape)}; crop/resize it first (the pipeline does this)")
+        if not image.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor in [0, 1], got {image.dtype}; "
+                             f"for 8-bit images use image.float() / 255")
+        if image.dtype != self.dtype:
+            raise ValueError(f"{name} has dtype {image.dtype} but the model is {self.dtype}; "
+                             f"use {name}.to({self.dtype})")
+        if image.device != self.device:
+            raise ValueError(f"{name} is on {image.device} but the model is on {self.device}; "
+                             f"use {name}.to('{self.device}')")
+        lo, hi = torch.aminmax(image.detach().float())
+        if not (lo >= -1e-3 and hi <= 1 + 1e-3):   # also catches NaN
+            raise ValueError(f"{name} values must lie in [0, 1], got [{lo.item():.3g}, {hi.item():.3g}]")
+
+    def _check_theta(self, theta, batch: int | None, name: str) -> torch.Tensor:
+        if not isinstance(theta, torch.Tensor) or theta.dim() != 3 or tuple(theta.shape[1:]) != (4, 4):
+            shape = tuple(theta.shape) if isinstance(theta, torch.Tensor) else type(theta).__name__
+            raise ValueError(f"{name} must be a (B, 4, 4) pose matrix tensor, got {shape}")
+        if theta.device != self.device:
+            raise ValueError(f"{name} is on {theta.device} but the model is on {self.device}")
+        if batch is not None and theta.shape[0] not in (1, batch):
+            raise ValueError(f"{name} has batch {theta.shape[0]}, expected 1 or {batch}")
+        return theta.float()
+
+    def _check_z(self, z, batch: int | None) -> torch.Tensor:
+        d = self.config.z_dim
+        if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] != d:
+            shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+            raise ValueError(f"z must be a (B, {d}) expression latent tensor, got {shape}")
+        if z.device != self.device:
+            raise ValueError(f"z is on {z.device} but the model is on {self.device}")
+        if batch is not None and z.shape[0] not in (1, batch):
+            raise ValueError(f"z has batch {z.shape[0]}, expected 1 or {batch}")
+        return z.to(self.dtype)
+
+    # ---- motion descriptors ----------------------------------------------------------------------
+    def head_pose(self, image: torch.Tensor) -> torch.Tensor:
+        """θ (B, 4, 4) float32 of a face image (B, 3, S, S) in [0, 1]."""
+        self._check_image(image, "image")
+        return self.head_pose_net(image)
+
+    def expression(self, image: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
+        """Expression latent z (B, z_dim) of a face image; θ is predicted when not given."""
+        self._check_image(image, "image")
+        theta = self.head_pose_net(image) if theta is None else self._check_theta(theta, image.shape[0], "theta")
+        return self.expression_encoder(image, theta)
+
+    # ---- source and driver ---------------------------------------------------------------------
+    def encode_source(self, image: torch.Tensor, theta: torch.Tensor | None = None,
+                      mask: torch.Tensor | None = None) -> Avatar:
+        """Everything the source contributes: canonical volume V^C, e_s, θ_s and z_s.
+
+        ``mask`` (B, 1, S, S) in [0, 1] multiplies the source first (the released model was trained
+        on sources with the background removed); ``theta`` overrides the predicted source pose.
+        """
+        self._check_image(image, "source image")
+        if mask is not None:
+            image = image * mask.to(image.dtype)
+        if theta is None:
+            with scope("hpr.src"):
+                theta = self.head_pose_net(image)
+        else:
+            theta = self._check_theta(theta, image.shape[0], "theta")
+        with scope("src"):
+            record("image_in", image)
+            e_s = self.identity_encoder(image)
+            v_s = self.appearance_encoder(image)
+            z_s = self.expression_encoder(image, theta)
+            w_xy = self.warp_to_canonical(self.warp_embedding(z_s, e_s))
+            rot = record("rot_grid", rigid_grid(torch.linalg.inv(theta), self.config.volume_shape))
+            v = record("vol_source_out", self.source_volume(v_s))
+            v = record("after_rot_warp", sample(v, rot))
+            v = record("after_xy_warp", sample(v, w_xy))
+            canonical = record("canonical", self.canonical_unet(v))
+        return Avatar(canonical=canonical, e_s=e_s, theta=theta, z=z_s)
+
+    def drive(self, avatar: Avatar, driver_image: torch.Tensor | None = None, *,
+              z: torch.Tensor | None = None, theta: torch.Tensor | None = None) -> torch.Tensor:
+        """Render the avatar with a driver's expression z and head pose θ → image (B, 3, S, S).
+
+        z and θ come from ``driver_image`` unless given; without a driver image both are required
+        (speech mode gives z, pose generation gives θ). A batch-1 avatar is broadcast over a
+        batch of drivers.
+        """
+        batch = None
+        if driver_image is not None:
+            self._check_image(driver_image, "driver image")
+            batch = driver_image.shape[0]
+        elif z is None or theta is None:
+            raise ValueError("drive() needs a driver image, or both z and theta")
+        if theta is not None:
+            theta = self._check_theta(theta, batch, "theta")
+        if z is not None:
+            z = self._check_z(z, batch)
+        if theta is None:
+            with scope("hpr.drv"):
+                theta = self.head_pose_net(driver_image)
+        batch = max(batch or 1, theta.shape[0], z.shape[0] if z is not None else 1, avatar.batch_size)
+        with scope("drv"):
+            if z is None:
+                z = self.expression_encoder(driver_image, theta)
+            record("z", z)
+            e_s = avatar.e_s.expand(batch, *avatar.e_s.shape[1:])
+            z, theta = z.expand(batch, -1), theta.expand(batch, 4, 4)
+            w_uv = self.warp_to_driver(self.warp_embedding(z, e_s))
+            rot = record("rot_grid", rigid_grid(theta, self.config.volume_shape))
+            canonical = avatar.canonical.expand(batch, *avatar.canonical.shape[1:])
+            v = record("after_uv_warp", sample(canonical, w_uv))
+            v = record("after_rot_warp", sample(v, rot))
+            return self.decoder(record("decoder_in", project(v)))
+
+    def forward(self, source: torch.Tensor, driver: torch.Tensor) -> torch.Tensor:
+        """Source image + driver image → image with the source's identity and the driver's motion."""
+        return self.drive(self.encode_source(source), driver)
+
+    # ---- Hub integration ---------------------------------------------------------------------------
+    def _save_pretrained(self, save_directory: Path) -> None:
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        tmp = Path(save_directory) / (SAFETENSORS_SINGLE_FILE + ".tmp")
+        save_file(state, str(tmp), metadata={"format": "pt", "library": "emoportraits"})
+        os.replace(tmp, Path(save_directory) / SAFETENSORS_SINGLE_FILE)
+
+    def generate_model_card(self, *args, **kwargs):
+        info = self.config.extra
+        kwargs.setdefault("preset", info.get("preset"))
+        kwargs.setdefault("weights_note", info.get("weights_note"))
+        kwargs.setdefault("image_size", self.config.image_size)
+        kwargs.setdefault("n_params", f"{sum(p.numel() for p in self.parameters()):,}")
+        card = super().generate_model_card(*args, **kwargs)
+        if info.get("license"):
+            card.data.license = info["license"]
+        return card
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision=None, cache_dir=None, force_download=False,
+                         local_files_only=False, token=None, map_location: str = "cpu",
+                         strict: bool = True, **model_kwargs):
+        if not strict:
+            raise ValueError("EmoPortraits only loads weights strictly (every key must match)")
+        if os.path.isdir(model_id):
+            path = os.path.join(model_id, SAFETENSORS_SINGLE_FILE)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{model_id} has no {SAFETENSORS_SINGLE_FILE}; is it a model folder "
+                                        f"written by save_pretrained / `emoportraits convert`?")
+        else:
+            path = hf_hub_download(repo_id=model_id, filename=SAFETENSORS_SINGLE_FILE, revision=revision,
+                                   cache_dir=cache_dir, force_download=force_download, token=token,
+                                   local_files_only=local_files_only)
+        config = model_kwargs.pop("config", None)
+        if isinstance(config, dict):
+            config = EmoPortraitsConfig.from_dict(config)
+        if config is None:
+            raise FileNotFoundError(f"{model_id} has no config.json")
+        model = cls(config, **model_kwargs)
+        state = load_file(path, device=str(map_location))
+        check_state_dict({k: v.shape for k, v in model.state_dict().items()}, state, path)
+        model.load_state_dict(state, strict=True)
+        return model.to(map_location).eval()
