@@ -51,7 +51,15 @@ def conv(dims: int, c_in: int, c_out: int, kernel: int = 3, *, ws: bool = False,
 
 
 def avg_pool(x: torch.Tensor, kernel) -> torch.Tensor:
-    return F.avg_pool2d(x, kernel) if x.dim() == 4 else F.avg_pool3d(x, kernel)
+    """Non-overlapping average pooling (kernel = stride) for 2-D and 3-D feature maps.
+
+    3-D pooling is written as a reshape + mean: torch has no CPU avg_pool3d kernel for bfloat16.
+    """
+    if x.dim() == 4:
+        return F.avg_pool2d(x, kernel)
+    kd, kh, kw = (kernel,) * 3 if isinstance(kernel, int) else kernel
+    b, c, d, h, w = x.shape
+    return x.reshape(b, c, d // kd, kd, h // kh, kh, w // kw, kw).mean(dim=(3, 5, 7))
 
 
 def upsample(x: torch.Tensor, scale, mode: str) -> torch.Tensor:
@@ -78,8 +86,9 @@ class AdaptiveGroupNorm(nn.Module):
         self.groups = groups
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
-        self.proj_u = nn.Parameter(torch.zeros(channels, embed_channels))
-        self.proj_v = nn.Parameter(torch.zeros(embed_tokens, 2))
+        # low-rank projector, initialised to unit-variance outputs for a unit-variance embedding
+        self.proj_u = nn.Parameter(torch.empty(channels, embed_channels).uniform_(-1, 1) * (3 / embed_channels) ** 0.5)
+        self.proj_v = nn.Parameter(torch.empty(embed_tokens, 2).uniform_(-1, 1) * (3 / embed_tokens) ** 0.5)
         self._embed: torch.Tensor | None = None
 
     def set_embedding(self, embed: torch.Tensor | None) -> None:

@@ -99,7 +99,16 @@ class EmoPortraits(
         self.source_volume = SourceVolumeBlocks(config)
         self.canonical_unet = CanonicalUNet(config)                           # G3D
         self.decoder = Decoder(config)                                        # G2D
+        # the head-pose regressor is a frozen, pretrained measuring device (SPEC §3)
+        self.head_pose_net.requires_grad_(False)
         self.eval()
+
+    def train(self, mode: bool = True) -> "EmoPortraits":
+        """Like nn.Module.train, but the frozen head-pose network always stays in eval mode
+        (its BatchNorm must keep the pretrained running statistics)."""
+        super().train(mode)
+        self.head_pose_net.eval()
+        return self
 
     # ---- properties ----------------------------------------------------------------------------
     @property

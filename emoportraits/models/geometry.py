@@ -1,8 +1,9 @@
 """Every geometric convention of the model, defined once.
 
-* θ is the authors' 4×4 pose matrix S·R·T (batch shape (B, 4, 4)); it maps canonical 3-D points
-  (x, y, z, 1) to the posed head. R = Rz(yaw)·Ry(pitch)·Rx(roll), angles in radians, each clamped
-  to [-π/2, π] as the released head-pose code does.
+* θ is the authors' 4×4 pose matrix S·R·T (batch shape (B, 4, 4)). It maps a point of the posed
+  head, in the image's normalised coordinates (x, y, z, 1), to the canonical (frontal) head, so
+  inv(θ) places the canonical head in the image. R = Rz(yaw)·Ry(pitch)·Rx(roll), angles in
+  radians, each clamped to [-π/2, π] as the released head-pose code does.
 * Grids follow ``F.grid_sample``: coordinates in [-1, 1], last-dim order (x, y[, z]) with x along
   W, y along H, z along D, align_corners=False, zero padding, (tri)linear interpolation.
 * Identity grids use float32 ``torch.linspace(-1, 1, n)`` values, exactly as the released code.
@@ -74,8 +75,9 @@ def _homogeneous(grid: torch.Tensor) -> torch.Tensor:
 def rigid_grid(theta: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
     """Sampling grid (B, D, H, W, 3) that moves a volume by the rigid/similarity transform.
 
-    Each output voxel p samples the input at θ·p. For the source side pass inv(θ_s): canonical
-    voxels then read the source volume where the posed head has them.
+    Each output voxel p samples the input at θ·p. Driver side: θ_d, so driver-posed voxels read
+    the canonical volume. Source side: inv(θ_s), so canonical voxels read the source volume where
+    the posed head has them.
     """
     theta = theta.float()
     g = _homogeneous(identity_grid_3d(shape, theta.device)).flatten(1, 3)     # (1, N, 4)
@@ -86,8 +88,8 @@ def rigid_grid(theta: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor
 def expression_crop_grid(theta: torch.Tensor, size: int, zoom: float = 0.5) -> torch.Tensor:
     """Grid (B, size, size, 2) cropping the face aligned with pose θ for E_motion.
 
-    Uses the 2-D part (rows/columns x, y, translation) of inv(θ) with a ``zoom`` on x and y:
-    the crop follows the head's in-plane position, scale and roll, ignoring depth.
+    Uses the 2-D part (rows/columns x, y, translation) of inv(θ) — canonical → image — with a
+    ``zoom`` on x and y: the crop follows the head's in-plane position, scale and roll.
     """
     inv = torch.linalg.inv(theta.float())
     idx = torch.tensor([0, 1, 3], device=theta.device)
