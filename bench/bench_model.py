@@ -181,7 +181,8 @@ def main(argv=None) -> None:
     print(f"\nLatency in seconds, median / min over {args.repeats} repeats after {args.warmup} warm-up "
           f"(batch {args.batch}); frames/s = batch / per-frame median.")
     print_table(["variant", "per-source s", "per-frame s", "frames/s", "peak memory MiB"], rows)
-    print("\n".join(notes))
+    for note in notes:
+        print(note)
     print("CPU memory is the process peak RSS (a high-water mark over the whole run, so a variant that\n"
           "needs less than an earlier one shows +0); CUDA memory is max_memory_allocated incl. weights.")
 
