@@ -41,6 +41,55 @@ def _cmd_convert(args: argparse.Namespace) -> None:
         print(f"pushed https://huggingface.co/{args.push_to_hub}")
 
 
+def _cmd_reenact(args: argparse.Namespace) -> None:
+    import logging
+
+    import torch
+
+    from .pipelines import EmoPortraitsPipeline, ReenactOptions
+
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="note: %(message)s")
+    background = args.background
+    if background not in ("transparent",):
+        background = _parse_colour(background)
+    options = ReenactOptions(relative=args.relative, expression_scale=args.expression_scale,
+                             paste_back=args.paste_back, background=background, smooth=args.smooth,
+                             fixed_crop=args.fixed_crop, face_index=args.face_index, max_frames=args.max_frames)
+    options.validate()
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    pipe = EmoPortraitsPipeline.from_pretrained(_model_or_default(args.model), device=args.device, dtype=dtype,
+                                                mask_model=args.mask_model)
+    out = pipe.reenact(args.source, args.driver, args.out, options=options, audio=args.audio,
+                       progress=not args.quiet)
+    print(f"wrote {out}")
+
+
+def _parse_colour(text: str) -> tuple[int, int, int]:
+    named = {"white": (255, 255, 255), "black": (0, 0, 0), "green": (0, 255, 0), "gray": (128, 128, 128)}
+    if text in named:
+        return named[text]
+    hexa = text.lstrip("#")
+    if len(hexa) == 6:
+        try:
+            return tuple(int(hexa[i:i + 2], 16) for i in (0, 2, 4))
+        except ValueError:
+            pass
+    raise EmoPortraitsError(f"--background {text!r}: use transparent, white, black, green, gray or #RRGGBB")
+
+
+def _model_or_default(model: str | None) -> str:
+    if model:
+        return model
+    env = os.environ.get("EMOPORTRAITS_MODEL")
+    if env:
+        return env
+    bundled = Path(__file__).resolve().parents[1] / "assets" / "default-model"
+    if bundled.is_dir():
+        return str(bundled)
+    raise EmoPortraitsError("no --model given (a folder from save_pretrained / `emoportraits convert`, or a Hub "
+                            "repo id) and no bundled model; set --model or EMOPORTRAITS_MODEL")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="emoportraits",
@@ -63,6 +112,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder")
     p.add_argument("--push-to-hub", metavar="REPO", help="also upload the folder to this Hub repo (needs a login)")
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser(
+        "reenact", help="animate a portrait photo with a driving video or image",
+        description="Animate the face of a portrait photo with the head motion and expressions of a driving "
+                    "video (→ mp4 with the driver's frame rate and audio) or image (→ image). Faces are "
+                    "detected and cropped automatically; the source is encoded once.")
+    p.add_argument("--source", required=True, metavar="IMG", help="portrait photo (jpg, png, webp, …)")
+    p.add_argument("--driver", required=True, metavar="VIDEO|IMG", help="driving video or image")
+    p.add_argument("--out", required=True, metavar="OUT", help="output .mp4 (video driver) or image file")
+    p.add_argument("--model", metavar="DIR_OR_REPO",
+                   help="model folder or Hub repo (default: $EMOPORTRAITS_MODEL, else the bundled model)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps … (default: the best available)")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="model precision (default: fp32)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--relative", dest="relative", action="store_true", default=True,
+                      help="transfer the driver's motion since its first frame onto the source pose (default)")
+    mode.add_argument("--absolute", dest="relative", action="store_false",
+                      help="use the driver's head pose and expression as they are")
+    p.add_argument("--expression-scale", type=float, default=1.0, metavar="A",
+                   help="multiply the transferred expression change (default: 1.0)")
+    p.add_argument("--paste-back", action=argparse.BooleanOptionalAction, default=True,
+                   help="paste the animated head back into the original photo (default); "
+                        "--no-paste-back outputs the crop on --background")
+    p.add_argument("--background", default="white",
+                   help="with --no-paste-back: transparent (images only), white, black, green, gray or #RRGGBB")
+    p.add_argument("--smooth", type=float, default=0.5, metavar="S",
+                   help="temporal smoothing of the face crop and head pose, 0 (off) … 0.95 (default: 0.5)")
+    p.add_argument("--fixed-crop", action="store_true", help="one crop box for the whole video (static camera)")
+    p.add_argument("--face-index", type=int, default=0, metavar="I",
+                   help="which face of the photo to animate, 0 = largest (default: 0)")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N driver frames")
+    p.add_argument("--audio", metavar="AUDIO", help="audio track for the video (default: the driver's, if any)")
+    p.add_argument("--mask-model", metavar="FILE",
+                   help="portrait/face-parsing mask model (.tflite or TorchScript) instead of the built-in one")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or notes")
+    p.set_defaults(func=_cmd_reenact)
     return parser
 
 

@@ -36,3 +36,7 @@ def check_state_dict(model_keys: dict, loaded: dict, source: str) -> None:
                    if tuple(loaded[k].shape) != tuple(model_keys[k]))
     if missing or unexpected or wrong:
         raise WeightsMismatchError(source, missing, unexpected, wrong)
+
+
+class MediaError(EmoPortraitsError, ValueError):
+    """An input image, video or audio cannot be used (unreadable, no face, bad option)."""

@@ -35,27 +35,28 @@ def test_folder_contents(saved):
     assert "library_name: emoportraits" in card
 
 
-def test_missing_tensor_is_named(saved):
-    state = load_file(saved / "model.safetensors")
+def _drop(state):
     del state["decoder.out.conv.bias"]
-    save_file(state, saved / "model.safetensors")
-    with pytest.raises(WeightsMismatchError, match=r"missing keys \[decoder\.out\.conv\.bias\]"):
-        EmoPortraits.from_pretrained(saved)
 
 
-def test_unexpected_tensor_is_named(saved):
-    state = load_file(saved / "model.safetensors")
+def _add(state):
     state["decoder.extra_head.weight"] = torch.zeros(3)
-    save_file(state, saved / "model.safetensors")
-    with pytest.raises(WeightsMismatchError, match=r"unexpected keys \[decoder\.extra_head\.weight\]"):
-        EmoPortraits.from_pretrained(saved)
 
 
-def test_wrong_shape_is_named(saved):
-    state = load_file(saved / "model.safetensors")
+def _reshape(state):
     state["decoder.out.conv.bias"] = torch.zeros(4)
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (_drop, r"missing keys \[decoder\.out\.conv\.bias\]"),
+    (_add, r"unexpected keys \[decoder\.extra_head\.weight\]"),
+    (_reshape, r"wrong shapes \[decoder\.out\.conv\.bias: \(4,\) != \(3,\)\]"),
+])
+def test_tampered_weights_fail_naming_the_tensor(saved, tamper, message):
+    state = load_file(saved / "model.safetensors")
+    tamper(state)
     save_file(state, saved / "model.safetensors")
-    with pytest.raises(WeightsMismatchError, match=r"decoder\.out\.conv\.bias: \(4,\) != \(3,\)"):
+    with pytest.raises(WeightsMismatchError, match=message):
         EmoPortraits.from_pretrained(saved)
 
 

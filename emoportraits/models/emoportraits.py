@@ -144,26 +144,22 @@ class EmoPortraits(
         if not (lo >= -1e-3 and hi <= 1 + 1e-3):   # also catches NaN
             raise ValueError(f"{name} values must lie in [0, 1], got [{lo.item():.3g}, {hi.item():.3g}]")
 
-    def _check_theta(self, theta, batch: int | None, name: str) -> torch.Tensor:
-        if not isinstance(theta, torch.Tensor) or theta.dim() != 3 or tuple(theta.shape[1:]) != (4, 4):
-            shape = tuple(theta.shape) if isinstance(theta, torch.Tensor) else type(theta).__name__
-            raise ValueError(f"{name} must be a (B, 4, 4) pose matrix tensor, got {shape}")
-        if theta.device != self.device:
-            raise ValueError(f"{name} is on {theta.device} but the model is on {self.device}")
-        if batch is not None and theta.shape[0] not in (1, batch):
-            raise ValueError(f"{name} has batch {theta.shape[0]}, expected 1 or {batch}")
-        return theta.float()
+    def _check_latent(self, t, name: str, trailing: tuple, what: str, batch: int | None) -> torch.Tensor:
+        """θ (B, 4, 4) and z (B, z_dim): shape, device, and a batch of 1 or the drivers' batch."""
+        if not isinstance(t, torch.Tensor) or t.dim() != len(trailing) + 1 or tuple(t.shape[1:]) != trailing:
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{name} must be a (B, {', '.join(map(str, trailing))}) {what} tensor, got {shape}")
+        if t.device != self.device:
+            raise ValueError(f"{name} is on {t.device} but the model is on {self.device}")
+        if batch is not None and t.shape[0] not in (1, batch):
+            raise ValueError(f"{name} has batch {t.shape[0]}, expected 1 or {batch}")
+        return t
+
+    def _check_theta(self, theta, batch: int | None, name: str = "theta") -> torch.Tensor:
+        return self._check_latent(theta, name, (4, 4), "pose matrix", batch).float()
 
     def _check_z(self, z, batch: int | None) -> torch.Tensor:
-        d = self.config.z_dim
-        if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] != d:
-            shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
-            raise ValueError(f"z must be a (B, {d}) expression latent tensor, got {shape}")
-        if z.device != self.device:
-            raise ValueError(f"z is on {z.device} but the model is on {self.device}")
-        if batch is not None and z.shape[0] not in (1, batch):
-            raise ValueError(f"z has batch {z.shape[0]}, expected 1 or {batch}")
-        return z.to(self.dtype)
+        return self._check_latent(z, "z", (self.config.z_dim,), "expression latent", batch).to(self.dtype)
 
     # ---- motion descriptors ----------------------------------------------------------------------
     def head_pose(self, image: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,285 @@
+"""Files in, files out: the reenactment pipeline on top of the EmoPortraits model.
+
+    photo ──detect→crop→mask──► model.encode_source (once)
+    driver frames (streamed) ──detect→smooth box→crop──► θ_d (smoothed), z_d
+        ──relative/absolute motion──► model.drive ──paste back / composite──► encoder (streamed)
+
+The model only ever sees aligned crops at its resolution; faces, masks, video and audio live in
+``emoportraits.media``. The command line and the app call ``EmoPortraitsPipeline.reenact``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Union
+
+import numpy as np
+import torch
+
+from .errors import EmoPortraitsError, MediaError
+from .models import Avatar, EmoPortraits
+from .models.geometry import theta_from_raw9
+
+logger = logging.getLogger("emoportraits")
+PathLike = Union[str, os.PathLike]
+Background = Union[str, tuple]     # "original" (paste back), "transparent", or an RGB tuple
+
+
+def default_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@dataclass
+class ReenactOptions:
+    """How driver motion is transferred and how the result is composed."""
+    relative: bool = True              # apply the driver's change from its first frame to the source
+    expression_scale: float = 1.0      # multiplies the transferred expression change
+    paste_back: bool = True            # composite into the original photo; else onto `background`
+    background: Background = (255, 255, 255)
+    smooth: float = 0.5                # temporal smoothing of crop box and head pose, 0 = off
+    fixed_crop: bool = False           # one crop box for the whole video (static camera)
+    face_index: int = 0                # which face of the photo (0 = largest)
+    crop_scale: float = 2.2            # crop side / face-box side, as the authors cropped
+    feather: int = 15                  # paste-back mask feathering, in output pixels
+    max_frames: int | None = None
+
+    def validate(self) -> None:
+        if not 0 <= self.smooth < 1:
+            raise ValueError(f"smooth must be in [0, 1), got {self.smooth}")
+        if self.expression_scale < 0:
+            raise ValueError(f"expression_scale must be >= 0, got {self.expression_scale}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
+        if self.face_index < 0:
+            raise ValueError(f"face_index must be >= 0, got {self.face_index}")
+
+
+@dataclass
+class PreparedSource:
+    """A portrait ready to animate: the photo, its crop box, the encoded avatar."""
+    image: np.ndarray          # the original photo, uint8 H×W×3
+    box: np.ndarray            # square crop box [x0, y0, side] in photo pixels
+    crop: np.ndarray           # the model-resolution crop, uint8
+    mask: np.ndarray           # portrait mask of the crop, float [0, 1]
+    avatar: Avatar
+
+
+class EmoPortraitsPipeline:
+    """Reenactment from ordinary files: a photo and a driving video or image."""
+
+    def __init__(self, model: EmoPortraits, *, detector=None, masker=None):
+        from .media.faces import FaceDetector
+        from .media.mask import PortraitMasker
+
+        self.model = model.eval()
+        self.detector = detector or FaceDetector()
+        self.masker = masker or PortraitMasker()
+
+    @classmethod
+    def from_pretrained(cls, model: PathLike, *, device: str | torch.device | None = None,
+                        dtype: torch.dtype = torch.float32, mask_model: PathLike | None = None,
+                        **kwargs) -> "EmoPortraitsPipeline":
+        """Load a model folder or Hub repo (``model``) onto ``device`` (default: cuda, mps or cpu)."""
+        from .media.mask import PortraitMasker
+
+        name = str(model)
+        looks_local = os.path.exists(name) or name.startswith((".", "/", "~")) or os.sep in name.strip("/")
+        if looks_local and not os.path.isdir(os.path.expanduser(name)):
+            raise EmoPortraitsError(f"{name}: no such model folder; pass a folder written by "
+                                    f"save_pretrained / `emoportraits convert`, or a Hub repo id")
+        try:
+            net = EmoPortraits.from_pretrained(os.path.expanduser(name) if looks_local else name)
+        except (EmoPortraitsError, FileNotFoundError, ValueError):
+            raise
+        except Exception as e:  # Hub errors: offline, unknown repo, no access
+            raise EmoPortraitsError(f"{name}: could not load the model ({type(e).__name__}: "
+                                    f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        net = net.to(device=torch.device(device) if device else default_device(), dtype=dtype)
+        masker = PortraitMasker.from_file(mask_model) if mask_model else None
+        return cls(net, masker=masker, **kwargs)
+
+    # ---- tensors ⇄ arrays ------------------------------------------------------------------------
+    def _to_tensor(self, crops: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2)
+        return x.to(self.model.device).to(self.model.dtype).div_(255)
+
+    @staticmethod
+    def _to_uint8(images: torch.Tensor) -> np.ndarray:
+        return images.float().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+    # ---- source ---------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def prepare_source(self, image: np.ndarray, *, name: str = "source", options: ReenactOptions | None = None
+                       ) -> PreparedSource:
+        from .media.crop import crop, square_crop_box
+        from .media.faces import select_face
+        from .media.mask import binarize
+
+        opts = options or ReenactOptions()
+        faces = self.detector.detect(image)
+        face = select_face(faces, opts.face_index, name)
+        if len(faces) > 1:
+            logger.info("%s: %d faces found; animating face %d (0 = largest; choose with --face-index)",
+                        name, len(faces), opts.face_index)
+        size = self.model.config.image_size
+        box = square_crop_box(face, (image.shape[1], image.shape[0]), opts.crop_scale)
+        cropped = crop(image, box, size)
+        mask = self.masker(cropped)
+        # the released model was trained on sources with the background removed (binarised mask)
+        keep = torch.from_numpy(binarize(mask)).to(self.model.device, self.model.dtype)[None, None]
+        avatar = self.model.encode_source(self._to_tensor(cropped[None]), mask=keep)
+        return PreparedSource(image=image, box=box, crop=cropped, mask=mask, avatar=avatar)
+
+    # ---- driver ---------------------------------------------------------------------------------
+    def _driver_motion(self, frames: Iterator[np.ndarray], name: str, opts: ReenactOptions
+                       ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Per frame: (raw 9 pose numbers, z) of the driver, with smoothed crop box and pose."""
+        from .media.crop import BoxSmoother, PoseSmoother, crop, square_crop_box
+
+        size = self.model.config.image_size
+        box_filter, pose_filter = BoxSmoother(opts.smooth), PoseSmoother(opts.smooth)
+        box = None
+        missed = 0
+        for index, frame in enumerate(frames):
+            if box is None or not opts.fixed_crop:
+                faces = self.detector.detect(frame)
+                if faces:
+                    box = box_filter.update(square_crop_box(faces[0], (frame.shape[1], frame.shape[0]),
+                                                            opts.crop_scale))
+                elif box is None:
+                    raise MediaError(f"{name}: no face found in frame {index}; the driver must show a face "
+                                     f"from its first frame")
+                else:
+                    missed += 1      # keep the last box: a brief occlusion must not end the video
+            x = self._to_tensor(crop(frame, box, size)[None])
+            raw = self.model.head_pose_net.raw(x)
+            raw = torch.as_tensor(pose_filter.update(raw[0].float().cpu().numpy()), device=raw.device)[None]
+            theta = theta_from_raw9(raw)
+            z = self.model.expression_encoder(x, theta)
+            yield theta, z
+        if missed:
+            logger.info("%s: no face in %d frame(s); the previous crop was reused", name, missed)
+
+    @staticmethod
+    def transfer(source: Avatar, theta_d: torch.Tensor, z_d: torch.Tensor, first: tuple | None,
+                 opts: ReenactOptions) -> tuple[torch.Tensor, torch.Tensor]:
+        """Target (θ, z) for the source from the driver's (θ_d, z_d).
+
+        θ maps the posed head to canonical, so the driver's motion since its first frame,
+        inv(θ_d0)·θ_d, composes onto the source as θ = θ_s · inv(θ_d0) · θ_d (relative mode);
+        absolute mode takes θ_d as is. Expression: z = z_s + α·(z_d − z_ref) with z_ref = z_d0
+        (relative) or z_s (absolute), α = expression_scale.
+        """
+        a = opts.expression_scale
+        if opts.relative:
+            theta0, z0 = first
+            theta = source.theta @ torch.linalg.inv(theta0) @ theta_d
+            z = source.z + a * (z_d - z0)
+        else:
+            theta, z = theta_d, source.z + a * (z_d - source.z)
+        return theta, z
+
+    # ---- composition ------------------------------------------------------------------------------
+    def _compose(self, rendered: np.ndarray, src: PreparedSource, opts: ReenactOptions) -> np.ndarray:
+        from .media.crop import composite, paste_back
+
+        mask = self.masker(rendered)
+        if opts.paste_back:
+            return paste_back(src.image, rendered, src.box, mask, feather=opts.feather)
+        return composite(rendered, mask, "transparent" if opts.background == "transparent" else opts.background)
+
+    # ---- public entry point ----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def reenact(self, source: PathLike | np.ndarray, driver: PathLike | np.ndarray, output: PathLike | None = None,
+                *, options: ReenactOptions | None = None, audio: PathLike | None = None,
+                progress: bool | Callable[[int, int], None] = True, **overrides) -> Path | np.ndarray:
+        """Animate ``source`` (a photo path or uint8 RGB array) with ``driver`` (a video or image path,
+        or a uint8 RGB array). With ``output`` the result is written there (video: H.264/AAC mp4 with
+        the driver's fps and audio, or ``audio``'s; image driver: an image) and its path returned;
+        without, an image driver returns the composed uint8 array.
+        Keyword ``overrides`` set fields of ``ReenactOptions`` (e.g. ``relative=False``).
+        """
+        from .media.image import is_image_path, load_image, save_image
+        from .media.video import VideoWriter, is_video_path, iter_frames, probe_video
+
+        opts = options or ReenactOptions()
+        for key, value in overrides.items():
+            if not hasattr(opts, key):
+                raise TypeError(f"reenact() got an unknown option {key!r}")
+            setattr(opts, key, value)
+        opts.validate()
+        src_name = str(source) if not isinstance(source, np.ndarray) else "source"
+        drv_name = str(driver) if not isinstance(driver, np.ndarray) else "driver"
+        source_image = load_image(source) if not isinstance(source, np.ndarray) else source
+        driver_is_video = not isinstance(driver, np.ndarray) and is_video_path(driver)
+        if not isinstance(driver, np.ndarray) and not driver_is_video and not is_image_path(driver):
+            raise MediaError(f"{drv_name}: unsupported driver file type; pass a video (mp4, mov, mkv, …) "
+                             f"or an image (jpg, png, …)")
+        if output is not None:
+            out_is_video = is_video_path(output)
+            if driver_is_video != out_is_video:
+                kind = "a video (e.g. .mp4)" if driver_is_video else "an image (e.g. .png)"
+                raise MediaError(f"{output}: a {'video' if driver_is_video else 'image'} driver gives {kind}; "
+                                 f"change the output file extension")
+            if opts.background == "transparent" and out_is_video:
+                raise MediaError(f"{output}: mp4 video has no transparency; use a colour background or paste-back")
+        src = self.prepare_source(source_image, name=src_name, options=opts)
+
+        if not driver_is_video:
+            frame = load_image(driver) if not isinstance(driver, np.ndarray) else driver
+            result = self._render_frames(src, iter([frame]), drv_name, opts)
+            image = next(result)
+            if output is None:
+                return image
+            save_image(image, output)
+            return Path(output)
+
+        info = probe_video(driver)
+        total = info.n_frames if opts.max_frames is None else min(info.n_frames, opts.max_frames)
+        if output is None:
+            raise ValueError("a video driver needs an output path")
+        audio_from = audio if audio is not None else (driver if info.has_audio else None)
+        bar = self._progress(progress, total, Path(drv_name).name)
+        with VideoWriter(output, info.fps, audio_from=audio_from) as writer:
+            frames = iter_frames(driver, max_frames=opts.max_frames)
+            for i, image in enumerate(self._render_frames(src, frames, drv_name, opts)):
+                writer.write(_even(image))
+                bar(i + 1, total)
+        return Path(output)
+
+    def _render_frames(self, src: PreparedSource, frames: Iterator[np.ndarray], name: str,
+                       opts: ReenactOptions) -> Iterator[np.ndarray]:
+        first = None
+        for theta_d, z_d in self._driver_motion(frames, name, opts):
+            if first is None:
+                first = (theta_d, z_d)
+            theta, z = self.transfer(src.avatar, theta_d, z_d, first, opts)
+            rendered = self._to_uint8(self.model.drive(src.avatar, z=z, theta=theta))[0]
+            yield self._compose(rendered, src, opts)
+
+    @staticmethod
+    def _progress(progress, total: int, desc: str) -> Callable[[int, int], None]:
+        if callable(progress):
+            return progress
+        if not progress:
+            return lambda done, n: None
+        from tqdm.auto import tqdm
+        bar = tqdm(total=total, desc=desc, unit="frame")
+
+        def update(done: int, n: int) -> None:
+            bar.update(done - bar.n)
+            if done >= n:
+                bar.close()
+        return update
+
+
+def _even(image: np.ndarray) -> np.ndarray:
+    """H.264 yuv420p needs even sides: drop a last odd row/column."""
+    h, w = image.shape[:2]
+    return image[: h - h % 2, : w - w % 2]
