@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import os
 from functools import lru_cache
-from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("EMOPORTRAITS_SHARED", REPO.parent / "shared"))
+from helpers import SHARED
+
 PARITY = SHARED / "parity"
 
 

@@ -1,7 +1,5 @@
 """Face layer: detection (BlazeFace via ai-edge-litert), square crops, smoothing, paste-back, masks."""
 import importlib.util
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +10,9 @@ from emoportraits.media.crop import (BoxSmoother, PoseSmoother, composite, crop,
                                      square_crop_box)
 from emoportraits.media.faces import Face, FaceDetector, blazeface_anchors, select_face
 
-SHARED = Path(os.environ.get("EMOPORTRAITS_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
-PORTRAITS = SHARED / "media" / "portraits"
+from helpers import MEDIA
+
+PORTRAITS = MEDIA / "portraits"
 
 HAVE_LITERT = importlib.util.find_spec("ai_edge_litert") is not None
 needs_litert = pytest.mark.skipif(not HAVE_LITERT, reason="ai-edge-litert is not installed")

@@ -14,66 +14,31 @@ import wave
 import zlib
 from pathlib import Path
 
-import imageio_ffmpeg
 import numpy as np
 import pytest
 from PIL import Image
 
 from emoportraits.errors import EmoPortraitsError, MediaError
-from emoportraits.media.video import _sync_flags
 from emoportraits.media import (VideoWriter, extract_audio, has_audio, is_image_path, is_video_path, iter_frames,
                                 load_image, probe_video, save_image)
 
-SHARED = Path(os.environ.get("EMOPORTRAITS_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
-MEDIA = SHARED / "media"
+from helpers import (ffmpeg, shared_media, smooth_frames, write_audio_only_mp4, write_vfr_video, write_video,
+                     write_wav)
+
 CAN_LIST_CHILDREN = any(Path("/proc/self/task").glob("*/children"))   # Linux with CONFIG_PROC_CHILDREN
 
 
 # ---- helpers --------------------------------------------------------------------------------------
 
-def ffmpeg(*args) -> None:
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-                    *map(str, args)], check=True, stdin=subprocess.DEVNULL)
-
-
-def smooth_frames(n: int, h: int = 48, w: int = 64) -> list[np.ndarray]:
-    """Smooth moving gradients: compress well, so a CRF-18 round trip is well above 30 dB."""
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    return [np.stack([128 + 100 * np.sin((x + 2 * i) / 9), 128 + 100 * np.cos((y - i) / 7),
-                      np.full_like(x, 60 + 3 * i)], -1).astype(np.uint8) for i in range(n)]
-
-
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return 10 * np.log10(255 ** 2 / max(mse, 1e-12))
-
-
-def write_wav(path: Path, seconds: float, rate: int = 16000, freq: float = 440.0) -> Path:
-    t = np.arange(int(seconds * rate)) / rate
-    with wave.open(str(path), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(rate)
-        f.writeframes((0.3 * 32767 * np.sin(2 * np.pi * freq * t)).astype("<i2").tobytes())
-    return path
-
-
-def write_video(path: Path, n: int = 10, fps: float = 25, **kw) -> list[np.ndarray]:
-    frames = smooth_frames(n)
-    with VideoWriter(path, fps, **kw) as w:
-        for f in frames:
-            w.write(f)
-    return frames
-
-
 def png_bytes(width: int, height: int, color_type: int, bit_depth: int, rows: bytes) -> bytes:
     """A minimal PNG; ``rows`` may be empty to make a header-only file that claims any size."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
-
-
 def ffmpeg_children() -> list[int]:
     """PIDs of our ffmpeg child processes (from Linux /proc; [] where that is not available)."""
     pids = set()
@@ -85,12 +50,8 @@ def ffmpeg_children() -> list[int]:
         except OSError:                                           # a thread or child just ended
             pass
     return sorted(pids)
-
-
 def files_in(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
-
-
 def test_media_error_is_a_value_error():
     assert issubclass(MediaError, ValueError) and issubclass(MediaError, EmoPortraitsError)
     assert is_image_path("a/B.JPG") and not is_image_path("a.mp4")
@@ -374,8 +335,7 @@ def test_probe_video_errors(tmp_path):
         probe_video(tmp_path / "clip.gif")
 
     # an mp4 with only an audio stream: no frames at all
-    wav = write_wav(tmp_path / "tone.wav", 0.5)
-    ffmpeg("-i", wav, "-c:a", "aac", tmp_path / "audio_only.mp4")
+    write_audio_only_mp4(tmp_path / "audio_only.mp4")
     with pytest.raises(MediaError, match=r"^audio_only\.mp4: the file has no video stream, so no frames; pass a"):
         probe_video(tmp_path / "audio_only.mp4")
 
@@ -390,9 +350,7 @@ def test_probe_video_errors(tmp_path):
         probe_video(tmp_path / "blank.mp4")
 
     # variable frame rate: 1 s at 25 fps followed by 1 s at 10 fps, timestamps kept
-    ffmpeg("-f", "lavfi", "-i", "testsrc=s=64x48:r=25:d=1", "-f", "lavfi", "-i", "testsrc=s=64x48:r=10:d=1",
-           "-filter_complex", "[0:v][1:v]concat=n=2:v=1[v]", "-map", "[v]", *_sync_flags("vfr"),
-           "-pix_fmt", "yuv420p", "-c:v", "libx264", tmp_path / "vfr.mp4")
+    write_vfr_video(tmp_path / "vfr.mp4")
     with pytest.raises(MediaError, match=r"^vfr\.mp4: the video has a variable frame rate \(frame intervals from "
                                          r"40\.0 to 1[02]0\.0 ms\); re-encode it at a constant rate, e\.g\. ffmpeg -i "
                                          r"vfr\.mp4 -r \d+ vfr_cfr\.mp4$"):
@@ -411,17 +369,12 @@ def test_error_messages_are_one_line(tmp_path):
 
 # ---- the shared sample media ----------------------------------------------------------------------
 
-def _shared(relative: str) -> Path:
-    path = MEDIA / relative
-    if not path.exists():
-        pytest.skip(f"shared media not found at {path} (set EMOPORTRAITS_SHARED)")
-    return path
 
 
 def test_shared_videos():
-    d05 = probe_video(_shared("driving/d05_man_talking_outdoors_with_speech.mp4"))
+    d05 = probe_video(shared_media("driving/d05_man_talking_outdoors_with_speech.mp4"))
     assert (d05.n_frames, d05.fps, d05.has_audio, d05.width, d05.height) == (175, 25.0, True, 480, 480)
-    d04 = probe_video(_shared("driving/d04_man_east_asian_smile_gaze_greenscreen.mp4"))
+    d04 = probe_video(shared_media("driving/d04_man_east_asian_smile_gaze_greenscreen.mp4"))
     assert (d04.n_frames, d04.fps, d04.has_audio) == (78, 25.0, False)
     assert d04.duration == pytest.approx(3.12)
     first = list(iter_frames(d04.path, max_frames=3))
@@ -429,9 +382,9 @@ def test_shared_videos():
 
 
 def test_shared_portrait_and_audio(tmp_path):
-    img = load_image(_shared("portraits/p03_man_east_asian_frontal_plain_bg.jpg"))
+    img = load_image(shared_media("portraits/p03_man_east_asian_frontal_plain_bg.jpg"))
     assert img.shape == (1000, 1000, 3) and img.dtype == np.uint8
-    wav = extract_audio(_shared("driving/d06_grid_man_talking_with_audio.mp4"), tmp_path / "d06.wav")
+    wav = extract_audio(shared_media("driving/d06_grid_man_talking_with_audio.mp4"), tmp_path / "d06.wav")
     with wave.open(str(wav)) as f:
         assert (f.getnchannels(), f.getframerate()) == (1, 16000)
         assert f.getnframes() / 16000 == pytest.approx(3.0, abs=0.1)

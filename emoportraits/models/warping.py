@@ -9,7 +9,6 @@ and the embedding network but have their own weights.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import EmoPortraitsConfig

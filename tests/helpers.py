@@ -1,0 +1,72 @@
+"""Small builders shared by the tests: where ../shared is, and media files made on the fly."""
+from __future__ import annotations
+
+import os
+import subprocess
+import wave
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+
+from emoportraits.media.video import VideoWriter
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EMOPORTRAITS_SHARED", REPO.parent / "shared"))
+MEDIA = SHARED / "media"
+
+
+def shared_media(relative: str) -> Path:
+    """A file of ../shared/media, or skip the test cleanly when it is absent."""
+    path = MEDIA / relative
+    if not path.exists():
+        pytest.skip(f"shared media not found at {path} (set EMOPORTRAITS_SHARED)")
+    return path
+
+
+def ffmpeg(*args) -> None:
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+                    *map(str, args)], check=True, stdin=subprocess.DEVNULL)
+
+
+def smooth_frames(n: int, h: int = 48, w: int = 64) -> list[np.ndarray]:
+    """Smooth moving gradients: compress well, so a CRF-18 round trip is well above 30 dB."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    return [np.stack([128 + 100 * np.sin((x + 2 * i) / 9), 128 + 100 * np.cos((y - i) / 7),
+                      np.full_like(x, 60 + 3 * i)], -1).astype(np.uint8) for i in range(n)]
+
+
+def write_wav(path: Path, seconds: float, rate: int = 16000, freq: float = 440.0) -> Path:
+    t = np.arange(int(seconds * rate)) / rate
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(rate)
+        f.writeframes((0.3 * 32767 * np.sin(2 * np.pi * freq * t)).astype("<i2").tobytes())
+    return path
+
+
+def write_video(path: Path, n: int = 10, fps: float = 25, frames: list[np.ndarray] | None = None,
+                **kw) -> list[np.ndarray]:
+    frames = frames if frames is not None else smooth_frames(n)
+    with VideoWriter(path, fps, **kw) as w:
+        for f in frames:
+            w.write(f)
+    return frames
+
+
+def write_vfr_video(path: Path) -> Path:
+    """1 s at 25 fps followed by 1 s at 10 fps, timestamps kept: a variable frame rate."""
+    from emoportraits.media.video import _sync_flags
+    ffmpeg("-f", "lavfi", "-i", "testsrc=s=64x48:r=25:d=1", "-f", "lavfi", "-i", "testsrc=s=64x48:r=10:d=1",
+           "-filter_complex", "[0:v][1:v]concat=n=2:v=1[v]", "-map", "[v]", *_sync_flags("vfr"),
+           "-pix_fmt", "yuv420p", "-c:v", "libx264", path)
+    return path
+
+
+def write_audio_only_mp4(path: Path) -> Path:
+    """An mp4 with an audio stream and no video frames."""
+    wav = write_wav(path.with_suffix(".wav"), 0.5)
+    ffmpeg("-i", wav, "-c:a", "aac", path)
+    return path
