@@ -227,8 +227,10 @@ class EmoPortraitsPipeline:
                 kind = "a video (e.g. .mp4)" if driver_is_video else "an image (e.g. .png)"
                 raise MediaError(f"{output}: a {'video' if driver_is_video else 'image'} driver gives {kind}; "
                                  f"change the output file extension")
-            if opts.background == "transparent" and out_is_video:
-                raise MediaError(f"{output}: mp4 video has no transparency; use a colour background or paste-back")
+            if opts.background == "transparent" and not opts.paste_back and (
+                    out_is_video or Path(output).suffix.lower() not in (".png", ".webp", ".tif", ".tiff")):
+                raise MediaError(f"{output}: {'mp4 video' if out_is_video else 'this image format'} has no "
+                                 f"transparency; write a .png or use a colour background or paste-back")
         src = self.prepare_source(source_image, name=src_name, options=opts)
 
         if not driver_is_video:
@@ -245,6 +247,8 @@ class EmoPortraitsPipeline:
         if output is None:
             raise ValueError("a video driver needs an output path")
         audio_from = audio if audio is not None else (driver if info.has_audio else None)
+        if audio_from is None:
+            logger.info("%s has no audio track; the video is silent (add one with --audio)", Path(drv_name).name)
         bar = self._progress(progress, total, Path(drv_name).name)
         with VideoWriter(output, info.fps, audio_from=audio_from) as writer:
             frames = iter_frames(driver, max_frames=opts.max_frames)

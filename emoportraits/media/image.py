@@ -30,6 +30,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 _READ_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "BMP", "DIB", "TIFF"}   # MPO: multi-picture phone JPEGs
 _WRITE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP",
                   ".tif": "TIFF", ".tiff": "TIFF"}
+_ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
 _SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _PIL_LIMIT_LOCK = threading.Lock()
@@ -74,9 +75,10 @@ def _unlink(*paths) -> None:
                 os.unlink(p)
 
 
-def _check_frame(frame, name: str, what: str = "the image") -> np.ndarray:
+def _check_frame(frame, name: str, what: str = "the image", channels: tuple = (3,)) -> np.ndarray:
     """The frame as a C-contiguous uint8 (H, W, 3) array, or a MediaError naming ``name``."""
-    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+    if (not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3
+            or frame.shape[2] not in channels):
         desc = f"{frame.dtype} array of shape {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
         raise MediaError(f"{name}: {what} is a {desc}; pass a uint8 RGB array of shape (H, W, 3)")
     if frame.shape[0] == 0 or frame.shape[1] == 0:
@@ -193,14 +195,15 @@ def _one_line(e: BaseException) -> str:
 # ---- writing --------------------------------------------------------------------------------------
 
 def save_image(image: np.ndarray, path) -> Path:
-    """Write a uint8 (H, W, 3) RGB frame; the format follows the extension. Atomic: the file appears
-    complete or not at all (written to a hidden temp file beside it, then renamed)."""
+    """Write a uint8 (H, W, 3) RGB frame — or (H, W, 4) RGBA for formats with transparency (png, webp,
+    tiff); the format follows the extension. Atomic: the file appears complete or not at all
+    (written to a hidden temp file beside it, then renamed)."""
     dest = Path(path)
     fmt = _WRITE_FORMATS.get(dest.suffix.lower())
     if fmt is None:
         raise MediaError(f"{_name(dest)}: cannot save images as '{dest.suffix or '(no extension)'}'; "
                          f"use one of {', '.join(_WRITE_FORMATS)}")
-    frame = _check_frame(image, _name(dest))
+    frame = _check_frame(image, _name(dest), channels=(3, 4) if fmt in _ALPHA_FORMATS else (3,))
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_path(dest)
     try:
