@@ -77,7 +77,6 @@ def test_given_audio_is_muxed(model_dir, tmp_path):
 
 
 def test_motion_transfer_modes():
-    model = make_model("tiny")
     theta_s, theta_0 = torch.eye(4)[None], torch.eye(4)[None].clone()
     theta_0[0, 0, 3] = 0.3
     avatar = type("A", (), {"theta": theta_s, "z": torch.zeros(1, 16)})()
@@ -96,7 +95,6 @@ def test_motion_transfer_modes():
     absolute = ReenactOptions(relative=False)
     theta, z = EmoPortraitsPipeline.transfer(avatar, theta_t, zt, (theta_0, z0), absolute)
     assert torch.equal(theta, theta_t) and torch.equal(z, zt)
-    del model
 
 
 # ---- bad input: one clear line, exit status 2, no output file ----------------------------------------
