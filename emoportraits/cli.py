@@ -64,6 +64,12 @@ def _cmd_reenact(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
+def _cmd_prepare_data(args: argparse.Namespace) -> None:
+    from .data.prepare import run
+
+    run(args)
+
+
 def _parse_colour(text: str) -> tuple[int, int, int]:
     named = {"white": (255, 255, 255), "black": (0, 0, 0), "green": (0, 255, 0), "gray": (128, 128, 128)}
     if text in named:
@@ -148,6 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="portrait/face-parsing mask model (.tflite or TorchScript) instead of the built-in one")
     p.add_argument("--quiet", action="store_true", help="no progress bar or notes")
     p.set_defaults(func=_cmd_reenact)
+
+    from .data.prepare import add_arguments as _prepare_arguments
+    p = sub.add_parser(
+        "prepare-data", help="turn a folder of videos into a training set (crops, masks, head-pose labels)",
+        description="Detect, track and crop the face in every video under --videos exactly as at inference, "
+                    "compute portrait masks and head-pose labels, and write them to sharded tar files with an "
+                    "index.json. Resumable (rerun the same command) and parallel (--workers).")
+    _prepare_arguments(p)
+    p.set_defaults(func=_cmd_prepare_data)
     return parser
 
 

@@ -44,6 +44,8 @@ class LossWeights:
     sdm_margin: float = 0.5           # VoxCeleb2 pairs
     sdm_margin_feed: float = 0.5      # FEED pairs [paper 0.25]
     canonical_volume: float = 0.5     # L_CV   [paper 1]
+    l1: float = 0.0                   # plain pixel L1: not in the released run; for small runs without
+                                      # pretrained loss networks (e.g. the CPU smoke configuration)
 
     @classmethod
     def paper(cls) -> "LossWeights":

@@ -30,6 +30,7 @@ class ModelSection:
 @dataclass
 class OptimSection:
     max_steps: int = 250_000
+    epoch_len: int = 15_000          # iterations per "epoch" (the released run); L_head starts at epoch 10
     batch_size: int = 2              # per process (8 GPUs × 2 = 16 in the released run)
     grad_accum: int = 1
     lr_g: float = 2e-4
@@ -96,13 +97,26 @@ class TrainConfig:
 
 
 def _set_path(data: dict, dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` (list items by index: ``data.0.path``) in nested dicts/lists."""
     *parents, leaf = dotted.split(".")
-    node = data
+    node: Any = data
     for p in parents:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
+        if isinstance(node, list):
+            if not p.isdigit() or int(p) >= len(node):
+                raise ValueError(f"override {dotted!r}: no item {p} in a list of {len(node)}")
+            node = node[int(p)]
+        elif isinstance(node, dict):
+            node = node.setdefault(p, {})
+        else:
             raise ValueError(f"override {dotted!r}: {p} is not a section")
-    node[leaf] = value
+    if isinstance(node, list):
+        if not leaf.isdigit() or int(leaf) >= len(node):
+            raise ValueError(f"override {dotted!r}: no item {leaf} in a list of {len(node)}")
+        node[int(leaf)] = value
+    elif isinstance(node, dict):
+        node[leaf] = value
+    else:
+        raise ValueError(f"override {dotted!r}: cannot set a key inside a value")
 
 
 def _build(cls, data: Any, where: str):

@@ -99,6 +99,8 @@ class GeneratorStep(nn.Module):
         pred = m.drive(avatar, z=z_d, theta=batch.driver_theta)
         terms: dict[str, torch.Tensor] = {}
 
+        if w.l1:
+            terms["l1"] = w.l1 * (pred - target).abs().mean()
         if self.perceptual is not None and w.vgg19:
             terms["vgg19"] = w.vgg19 * self.perceptual(pred, target)
         if self.face is not None and w.vggface:
