@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -68,7 +69,8 @@ def to_batch(raw: dict, device) -> TrainBatch:
     return TrainBatch(source=raw["source"], driver=raw["driver"], source_mask=raw["source_mask"],
                       driver_mask=raw["driver_mask"], source_theta=raw["source_theta"],
                       driver_theta=raw["driver_theta"], driver_motion=raw["driver_motion"],
-                      is_feed=torch.as_tensor(raw["dataset"]) == feed).to(device)
+                      is_feed=torch.as_tensor(raw["dataset"]) == feed,
+                      eye_centers=raw.get("driver_eye_centers")).to(device)
 
 
 def sample_grid(batch: TrainBatch, pred: torch.Tensor, target: torch.Tensor, n: int = 4):
@@ -159,6 +161,7 @@ def main(argv=None) -> int:
         progress = tqdm(total=o.max_steps, initial=step, desc="training", unit="step")
     data = iter(loader)
     crash_at = int(os.environ.get("EMOPORTRAITS_TEST_CRASH_AT_STEP", "0"))   # tests: simulate a kill
+    started = time.monotonic()
     while step < o.max_steps:
         batch = to_batch(next(data), accelerator.device)
         position.consumed += 1
@@ -196,8 +199,15 @@ def main(argv=None) -> int:
         if cfg.log.tracker == "tensorboard" and step % cfg.log.sample_every == 0 and accelerator.is_main_process:
             accelerator.get_tracker("tensorboard").log_images(
                 {"samples": sample_grid(batch, pred, target)}, step=step, dataformats="HWC")
-        if step % cfg.log.checkpoint_every == 0 or step == o.max_steps:
+        out_of_time = False
+        if o.max_minutes is not None:   # every rank must agree, or DDP would wait forever
+            spent = torch.tensor(float(time.monotonic() - started > 60 * o.max_minutes), device=accelerator.device)
+            out_of_time = bool(accelerator.reduce(spent, reduction="sum") > 0)
+        if step % cfg.log.checkpoint_every == 0 or step == o.max_steps or out_of_time:
             save_checkpoint(accelerator, out, step, keep=cfg.log.keep_checkpoints)
+        if out_of_time:
+            accelerator.print(f"time budget of {o.max_minutes} min spent at step {step}")
+            break
         if crash_at and step == crash_at:
             os._exit(3)
     if progress is not None:

@@ -31,6 +31,7 @@ class ModelSection:
 class OptimSection:
     max_steps: int = 250_000
     epoch_len: int = 15_000          # iterations per "epoch" (the released run); L_head starts at epoch 10
+    max_minutes: float | None = None  # wall-clock budget: stop (checkpoint + export) when it is spent
     batch_size: int = 2              # per process (8 GPUs × 2 = 16 in the released run)
     grad_accum: int = 1
     lr_g: float = 2e-4

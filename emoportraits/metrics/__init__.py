@@ -1,0 +1,4 @@
+"""Evaluation metrics."""
+from .image import l1_error, ssim
+
+__all__ = ["l1_error", "ssim"]
