@@ -166,19 +166,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_command(func, args: argparse.Namespace, prog: str, interrupted: str = "interrupted") -> int:
+    """Run a command: errors the user can fix become one line on stderr and exit status 2."""
     try:
-        args.func(args)
+        func(args)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(interrupted, file=sys.stderr)
         return 130
     except (EmoPortraitsError, ValueError, FileNotFoundError, OSError) as e:
         if os.environ.get("EMOPORTRAITS_DEBUG"):
             raise
-        print(f"emoportraits {args.command}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_command(args.func, args, f"emoportraits {args.command}")
 
 
 if __name__ == "__main__":

@@ -566,17 +566,8 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Prepare a training set (crops, masks, head-pose labels) from videos.")
     add_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        run(args)
-    except KeyboardInterrupt:
-        print("interrupted; rerun the command to resume", file=sys.stderr)
-        return 130
-    except (EmoPortraitsError, ValueError, FileNotFoundError, OSError) as e:
-        if os.environ.get("EMOPORTRAITS_DEBUG"):
-            raise
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    from ..cli import run_command
+    return run_command(run, args, parser.prog, "interrupted; rerun the command to resume")
 
 
 if __name__ == "__main__":
