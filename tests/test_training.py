@@ -92,6 +92,7 @@ def test_green_target_and_feed_weighting():
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
+    pytest.importorskip("accelerate", reason="the training extras are not installed (pip install -e .[train])")
     videos = MEDIA / "driving"
     if not videos.is_dir():
         pytest.skip("../shared/media is not present")
