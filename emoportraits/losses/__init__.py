@@ -14,6 +14,7 @@ from .gaze import RT_GENE_IGNORED_PREFIXES, GazeFeatureLoss, GazeVGG16Features
 from .perceptual import (VGG19_CLASSIFIER_KEYS, VGGFACE_FC_KEYS, FacePerceptualLoss, LossNetworkWeightsError,
                          PerceptualLoss, VGG19Features, VGGFaceFeatures, crop_regions, load_state_strict,
                          normalize_input)
+from .pca import MouthPCA, fit_pca, latent_auc, pca_loss
 from .regions import CELEBAMASK_REGIONS, RegionL1Loss
 from .volume import canonical_volume_loss
 
@@ -24,4 +25,5 @@ __all__ = [
     "canonical_volume_loss", "cosface_batch", "cosface_loss", "crop_regions", "d_hinge_loss",
     "feature_matching_loss", "g_hinge_loss", "load_state_strict", "normalize_input",
     "source_driver_mismatch_loss", "split_outputs",
+    "MouthPCA", "fit_pca", "latent_auc", "pca_loss",
 ]

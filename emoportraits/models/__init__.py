@@ -4,7 +4,9 @@ from .canonical import CanonicalUNet, SourceVolumeBlocks
 from .decoder import Decoder, project
 from .emoportraits import Avatar, EmoPortraits
 from .motion import ExpressionEncoder, HeadPoseNet
+from .speech import SpeechEncoder, SpeechEncoderConfig
 from .warping import WarpEmbedding, WarpGenerator
 
 __all__ = ["AppearanceEncoder", "Avatar", "CanonicalUNet", "Decoder", "EmoPortraits", "ExpressionEncoder",
-           "HeadPoseNet", "IdentityEncoder", "SourceVolumeBlocks", "WarpEmbedding", "WarpGenerator", "project"]
+           "HeadPoseNet", "IdentityEncoder", "SourceVolumeBlocks", "SpeechEncoder", "SpeechEncoderConfig",
+           "WarpEmbedding", "WarpGenerator", "project"]

@@ -11,22 +11,19 @@ Images are float tensors (B, 3, S, S) in [0, 1], RGB; θ is (B, 4, 4) (see geome
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
-from huggingface_hub.constants import SAFETENSORS_SINGLE_FILE
-from safetensors.torch import load_file, save_file
+from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from ..config import EmoPortraitsConfig
-from ..errors import check_state_dict
 from .appearance import AppearanceEncoder, IdentityEncoder
 from .canonical import CanonicalUNet, SourceVolumeBlocks
 from .decoder import Decoder, project
 from .geometry import rigid_grid, sample
+from .hub import load_strict, save_weights
 from .motion import ExpressionEncoder, HeadPoseNet
 from .tracing import record, scope
 from .warping import WarpEmbedding, WarpGenerator
@@ -243,10 +240,7 @@ class EmoPortraits(
 
     # ---- Hub integration ---------------------------------------------------------------------------
     def _save_pretrained(self, save_directory: Path) -> None:
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        tmp = Path(save_directory) / (SAFETENSORS_SINGLE_FILE + ".tmp")
-        save_file(state, str(tmp), metadata={"format": "pt", "library": "emoportraits"})
-        os.replace(tmp, Path(save_directory) / SAFETENSORS_SINGLE_FILE)
+        save_weights(self, save_directory)
 
     def generate_model_card(self, *args, **kwargs):
         info = self.config.extra
@@ -260,27 +254,5 @@ class EmoPortraits(
         return card
 
     @classmethod
-    def _from_pretrained(cls, *, model_id: str, revision=None, cache_dir=None, force_download=False,
-                         local_files_only=False, token=None, map_location: str = "cpu",
-                         strict: bool = True, **model_kwargs):
-        if not strict:
-            raise ValueError("EmoPortraits only loads weights strictly (every key must match)")
-        if os.path.isdir(model_id):
-            path = os.path.join(model_id, SAFETENSORS_SINGLE_FILE)
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"{model_id} has no {SAFETENSORS_SINGLE_FILE}; is it a model folder "
-                                        f"written by save_pretrained / `emoportraits convert`?")
-        else:
-            path = hf_hub_download(repo_id=model_id, filename=SAFETENSORS_SINGLE_FILE, revision=revision,
-                                   cache_dir=cache_dir, force_download=force_download, token=token,
-                                   local_files_only=local_files_only)
-        config = model_kwargs.pop("config", None)
-        if isinstance(config, dict):
-            config = EmoPortraitsConfig.from_dict(config)
-        if config is None:
-            raise FileNotFoundError(f"{model_id} has no config.json")
-        model = cls(config, **model_kwargs)
-        state = load_file(path, device=str(map_location))
-        check_state_dict({k: v.shape for k, v in model.state_dict().items()}, state, path)
-        model.load_state_dict(state, strict=True)
-        return model.to(map_location).eval()
+    def _from_pretrained(cls, *, model_id: str, **kwargs):
+        return load_strict(cls, EmoPortraitsConfig.from_dict, model_id=model_id, **kwargs)
