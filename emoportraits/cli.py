@@ -64,6 +64,28 @@ def _cmd_reenact(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
+def _cmd_speak(args: argparse.Namespace) -> None:
+    import logging
+
+    import torch
+
+    from .models import SpeechEncoder
+    from .pipelines import EmoPortraitsPipeline, ReenactOptions
+
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="note: %(message)s")
+    pose = args.pose if args.pose == "still" or args.pose.startswith("driver:") else None
+    if pose is None:
+        raise EmoPortraitsError(f"--pose {args.pose!r}: use still or driver:VIDEO")
+    options = ReenactOptions(paste_back=args.paste_back, background=_parse_colour(args.background),
+                             smooth=args.smooth, face_index=args.face_index, max_frames=args.max_frames)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    pipe = EmoPortraitsPipeline.from_pretrained(_model_or_default(args.model), device=args.device, dtype=dtype)
+    speech = SpeechEncoder.from_pretrained(args.speech_model)
+    out = pipe.speak(args.source, args.audio, args.out, speech_model=speech, whisper=args.whisper, pose=pose,
+                     fps=args.fps, options=options, progress=not args.quiet)
+    print(f"wrote {out}")
+
+
 def _cmd_prepare_data(args: argparse.Namespace) -> None:
     from .data.prepare import run
 
@@ -154,6 +176,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="portrait/face-parsing mask model (.tflite or TorchScript) instead of the built-in one")
     p.add_argument("--quiet", action="store_true", help="no progress bar or notes")
     p.set_defaults(func=_cmd_reenact)
+
+    p = sub.add_parser(
+        "speak", help="animate a portrait photo from speech (audio → talking video)",
+        description="Animate a portrait photo from an audio file (or a video's audio track): Whisper features → "
+                    "E_aud → one expression per video frame. The mp4 carries the audio and lasts as long. The "
+                    "head stays still, or follows a driver video's head motion (--pose driver:VIDEO).")
+    p.add_argument("--source", required=True, metavar="IMG", help="portrait photo")
+    p.add_argument("--audio", required=True, metavar="AUDIO", help="speech: wav, mp3, flac, … or a video with audio")
+    p.add_argument("--out", required=True, metavar="OUT.mp4", help="output video")
+    p.add_argument("--speech-model", required=True, metavar="DIR_OR_REPO", help="SpeechEncoder (E_aud) folder or Hub repo")
+    p.add_argument("--whisper", default="openai/whisper-tiny", metavar="ID_OR_DIR",
+                   help="the Whisper model the speech model was trained with (default: openai/whisper-tiny)")
+    p.add_argument("--pose", default="still", help="still (default) or driver:VIDEO (head motion of a video)")
+    p.add_argument("--fps", type=float, default=25.0, help="frame rate of the output (default: 25)")
+    p.add_argument("--model", metavar="DIR_OR_REPO",
+                   help="EmoPortraits folder or Hub repo (default: $EMOPORTRAITS_MODEL, else the bundled model)")
+    p.add_argument("--device", help="cpu, cuda, mps … (default: the best available)")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="model precision (default: fp32)")
+    p.add_argument("--paste-back", action=argparse.BooleanOptionalAction, default=True,
+                   help="paste the head back into the photo (default) or output the crop on --background")
+    p.add_argument("--background", default="white", help="with --no-paste-back: white, black, green, gray or #RRGGBB")
+    p.add_argument("--smooth", type=float, default=0.5, metavar="S", help="smoothing of a driver's pose (default: 0.5)")
+    p.add_argument("--face-index", type=int, default=0, metavar="I", help="which face of the photo, 0 = largest")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or notes")
+    p.set_defaults(func=_cmd_speak)
 
     from .data.prepare import add_arguments as _prepare_arguments
     p = sub.add_parser(

@@ -257,6 +257,76 @@ class EmoPortraitsPipeline:
                 bar(i + 1, total)
         return Path(output)
 
+    @torch.inference_mode()
+    def speak(self, source: PathLike | np.ndarray, audio: PathLike, output: PathLike, *, speech_model,
+              whisper=None, pose: str = "still", fps: float = 25.0, options: ReenactOptions | None = None,
+              progress: bool | Callable[[int, int], None] = True, **overrides) -> Path:
+        """Animate ``source`` from speech: E_aud (``speech_model``, a `SpeechEncoder`) predicts the
+        expression z of every frame from Whisper features of ``audio``, starting from the photo's own
+        z; the head stays still (``pose="still"``) or follows a driver video's head motion since its
+        first frame (``pose="driver:PATH"``). The mp4 carries ``audio`` and lasts as long (± 1 frame).
+        ``whisper``: a `WhisperFeatures`, or a Hub id / folder of a Whisper model matching the speech
+        model's ``audio_dim`` (default openai/whisper-tiny).
+        """
+        from .audio import WhisperFeatures, align_to_frames, load_audio, n_frames_for
+        from .media.image import load_image
+        from .media.video import VideoWriter, is_video_path, probe_video
+
+        opts = options or ReenactOptions()
+        for key, value in overrides.items():
+            if not hasattr(opts, key):
+                raise TypeError(f"speak() got an unknown option {key!r}")
+            setattr(opts, key, value)
+        opts.validate()
+        if not is_video_path(output):
+            raise MediaError(f"{output}: speech gives a video; use an .mp4 output")
+        driver = None
+        if pose.startswith("driver:"):
+            driver = pose[len("driver:"):]
+            probe_video(driver)
+        elif pose != "still":
+            raise ValueError(f"pose must be 'still' or 'driver:VIDEO', got {pose!r}")
+        samples = load_audio(audio)
+        n = n_frames_for(len(samples) / 16000, fps)
+        if n < 1:
+            raise MediaError(f"{audio}: the audio is shorter than one video frame")
+        if opts.max_frames is not None:
+            n = min(n, opts.max_frames)
+        whisper = whisper if isinstance(whisper, WhisperFeatures) else WhisperFeatures(whisper or "openai/whisper-tiny")
+        if whisper.dim != speech_model.config.audio_dim:
+            raise ValueError(f"the Whisper model gives {whisper.dim}-d features but the speech model expects "
+                             f"{speech_model.config.audio_dim}; pass the Whisper model it was trained with")
+        image = load_image(source) if not isinstance(source, np.ndarray) else source
+        src = self.prepare_source(image, name=str(source) if not isinstance(source, np.ndarray) else "source",
+                                  options=opts)
+        aligned = align_to_frames(whisper(samples), n, fps, k=speech_model.config.audio_frames_per_step)
+        device = self.model.device
+        speech_model = speech_model.to(device).eval()
+        z_seq = speech_model(src.avatar.z.float(), aligned[None].to(device)).to(self.model.dtype)
+        poses = self._pose_track(src, driver, opts)
+        bar = self._progress(progress, n, Path(str(audio)).name)
+        with VideoWriter(output, fps, audio_from=audio) as writer:
+            for t in range(n):
+                theta = next(poses)
+                rendered = self._to_uint8(self.model.drive(src.avatar, z=z_seq[:, t], theta=theta))[0]
+                writer.write(_even(self._compose(rendered, src, opts)))
+                bar(t + 1, n)
+        return Path(output)
+
+    def _pose_track(self, src: PreparedSource, driver: PathLike | None, opts: ReenactOptions) -> Iterator[torch.Tensor]:
+        """Head poses, forever: the source's own, or a driver's motion (its last pose held at its end)."""
+        from .media.video import iter_frames
+
+        theta = src.avatar.theta
+        if driver is not None:
+            first = None
+            for theta_d, z_d in self._driver_motion(iter_frames(driver), str(driver), opts):
+                first = first or (theta_d, z_d)
+                theta, _ = self.transfer(src.avatar, theta_d, z_d, first, ReenactOptions(relative=True))
+                yield theta
+        while True:
+            yield theta
+
     def _render_frames(self, src: PreparedSource, frames: Iterator[np.ndarray], name: str,
                        opts: ReenactOptions) -> Iterator[np.ndarray]:
         first = None

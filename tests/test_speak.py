@@ -1,0 +1,60 @@
+"""`emoportraits speak`: portrait + speech → a talking video as long as the audio (tiny random models)."""
+import pytest
+
+from conftest import make_model
+from emoportraits.cli import main as cli_main
+from emoportraits.media import probe_video
+from emoportraits.models import SpeechEncoder, SpeechEncoderConfig
+from helpers import shared_media, write_video
+
+P03 = "portraits/p03_man_east_asian_frontal_plain_bg.jpg"
+A01 = "audio/a01_en_grid_male_matches_d06.wav"       # 2.98 s of speech
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    transformers = pytest.importorskip("transformers")
+    root = tmp_path_factory.mktemp("speak")
+    make_model("tiny").save_pretrained(root / "main")
+    SpeechEncoder(SpeechEncoderConfig.tiny()).save_pretrained(root / "speech")
+    whisper = transformers.WhisperModel(transformers.WhisperConfig(
+        d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=64, decoder_ffn_dim=64, max_source_positions=100, num_mel_bins=80))
+    whisper.save_pretrained(root / "whisper")
+    return root
+
+
+def speak(models, out, *extra):
+    return cli_main(["speak", "--source", str(shared_media(P03)), "--out", str(out), "--model", str(models / "main"),
+                     "--speech-model", str(models / "speech"), "--whisper", str(models / "whisper"),
+                     "--device", "cpu", "--quiet", *map(str, extra)])
+
+
+def test_speak_writes_a_video_as_long_as_the_audio(models, tmp_path, capsys):
+    out = tmp_path / "talk.mp4"
+    assert speak(models, out, "--audio", shared_media(A01)) == 0
+    info = probe_video(out)
+    assert info.has_audio and info.fps == 25
+    assert abs(info.n_frames / info.fps - 2.98) <= 1 / info.fps
+
+
+def test_speak_with_the_head_motion_of_a_driver(models, tmp_path):
+    out = tmp_path / "moving.mp4"
+    driver = shared_media("driving/d04_man_east_asian_smile_gaze_greenscreen.mp4")
+    assert speak(models, out, "--audio", shared_media(A01), "--pose", f"driver:{driver}", "--fps", 30) == 0
+    info = probe_video(out)
+    assert info.fps == 30 and abs(info.n_frames - round(2.98 * 30)) <= 1
+
+
+def test_speak_bad_inputs(models, tmp_path, capsys):
+    silent = tmp_path / "silent.mp4"
+    write_video(silent, n=5)
+    out = tmp_path / "out" / "o.mp4"
+    out.parent.mkdir()
+    for extra, message in (((tmp_path / "missing.wav",), "missing.wav: no such file"),
+                           ((silent,), "silent.mp4: has no audio track"),
+                           ((shared_media(A01), "--pose", "wobble"), "--pose 'wobble'")):
+        assert speak(models, out, "--audio", *extra) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+        assert list(out.parent.iterdir()) == []
