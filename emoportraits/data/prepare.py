@@ -1,7 +1,7 @@
 """Videos → a sharded training set of aligned crops, masks and head-pose labels.
 
     emoportraits prepare-data --videos DIR --out DIR --dataset-name voxceleb2 [--resolution 512]
-        [--frames-per-clip 32] [--stride 5] [--workers W] [--shard-size-mb 256]
+        [--frames-per-clip 32] [--stride 5] [--workers W] [--shard-size-mb 256] [--with-audio]
     (or: python -m emoportraits.data.prepare …)
 
 Every video file under ``--videos`` (any nesting; VoxCeleb2's ``id/video/clip.mp4`` or FEED's
@@ -17,6 +17,13 @@ smoothed (`BoxSmoother` over the sampled frames), then EXACTLY the inference cro
 (`PortraitMasker`) and the raw9 head-pose label (`pose_labels.fit_pose`, from the mesh in crop
 coordinates against the data set's template). Sampled frames without a (tracked) face are skipped
 and counted. Clips with fewer than two usable frames are recorded as empty (no pair can be made).
+
+``--with-audio`` (for the speech mode, SPEC §4; use it with ``--stride 1`` so the frames are
+consecutive) also stores each clip's audio track as ``KEY/audio.npy`` in its shard: the whole
+video's audio, 16 kHz mono int16 (``emoportraits.audio.load_audio``), its [offset, size] in the
+clip header as ``audio`` (with ``audio_sample_rate`` and ``audio_samples``). Frame i of the clip is
+source frame ``frame_indices[i]``, at ``frame_indices[i] / fps`` seconds into that audio. A video
+without an audio track then fails (reported, recorded in the manifest).
 
 Resumable: a video is appended to ``manifest.jsonl`` once the shard holding it is committed (shards
 are written atomically), so a rerun skips finished videos and a crash loses at most the unfinished
@@ -40,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EmoPortraitsError
-from .shards import FORMAT, VERSION, ShardDataset, ShardWriter, read_json, write_json_atomic
+from .shards import FORMAT, VERSION, ShardDataset, ShardWriter, _npy_bytes, read_json, write_json_atomic
 
 __all__ = ["prepare_dataset", "build_index", "discover_videos", "describe_video", "PrepareSummary",
            "add_arguments", "run", "main", "CROP_SCALE"]
@@ -48,6 +55,15 @@ __all__ = ["prepare_dataset", "build_index", "discover_videos", "describe_video"
 CROP_SCALE = 2.2                 # the inference crop (ReenactOptions.crop_scale)
 MIN_FRAMES = 2                   # a clip must give a (source, driver) pair
 _CHECKED = ("dataset", "resolution", "frames_per_clip", "stride", "crop_scale", "smooth")
+AUDIO_RATE = 16000               # --with-audio: stored sample rate (Whisper's)
+
+
+def _add_member(writer: ShardWriter, name: str, data: bytes) -> list[int]:
+    """Append one extra member to the writer's current shard (opened if needed), before the clip's
+    ``add_clip``, so it lands in the same shard; returns its [offset, size]."""
+    if writer._tar is None:
+        writer._open()
+    return writer._add(name, data)
 
 
 # ---- videos -------------------------------------------------------------------------------------
@@ -128,6 +144,11 @@ class _VideoProcessor:
             if "variable frame rate" not in str(e):
                 raise
             fps = 0.0                    # frames are still usable; the rate is just not constant
+        pcm = None
+        if cfg.get("with_audio"):        # first: a video without sound fails before face detection
+            from ..audio import load_audio
+            samples = load_audio(path, AUDIO_RATE)
+            pcm = np.clip(np.round(samples * 32767.0), -32768, 32767).astype(np.int16)
         size, n_max, stride = int(cfg["resolution"]), int(cfg["frames_per_clip"]), int(cfg["stride"])
         smoother = BoxSmoother(float(cfg["smooth"]))
         frames, masks, landmarks, indices, boxes, scores = [], [], [], [], [], []
@@ -174,6 +195,10 @@ class _VideoProcessor:
                 "boxes": boxes, "scores": scores, "skipped": skipped,
                 "template_digest": cfg["template_digest"]}
         extra = {"path": rel, "status": "ok", "identity": desc["identity"], "skipped": skipped}
+        if pcm is not None:
+            key = desc["key"].strip("/")
+            meta.update(audio=_add_member(self.writer, f"{key}/audio.npy", _npy_bytes(pcm)),
+                        audio_sample_rate=AUDIO_RATE, audio_samples=int(pcm.size))
         self.writer.add_clip(desc["key"], frames, masks, fit_pose(lm, self.template), lm, meta, extra=extra)
         return dict(stats, status="ok")
 
@@ -321,7 +346,7 @@ def _collect_garbage(out: Path, records: dict[str, dict]) -> None:
 
 
 def _settings(videos: Path, out: Path, dataset: str, resolution: int, frames_per_clip: int, stride: int,
-              smooth: float, template) -> dict:
+              smooth: float, template, with_audio: bool = False) -> dict:
     """The run's options; on a resumed folder, checked against prepare.json (template reused)."""
     from .pose_labels import default_template, load_template, template_digest
 
@@ -332,6 +357,8 @@ def _settings(videos: Path, out: Path, dataset: str, resolution: int, frames_per
     if path.is_file():
         old = read_json(path)
         diff = [f"{k} {old.get(k)!r} → {new[k]!r}" for k in _CHECKED if old.get(k) != new[k]]
+        if bool(old.get("with_audio", False)) != bool(with_audio):
+            diff.append(f"with_audio {bool(old.get('with_audio', False))!r} → {bool(with_audio)!r}")
         if diff:
             raise EmoPortraitsError(f"{out} was prepared with other options ({'; '.join(diff)}); rerun with the "
                                     f"same options to resume, or choose another --out")
@@ -343,6 +370,8 @@ def _settings(videos: Path, out: Path, dataset: str, resolution: int, frames_per
                                         f"drop --template to resume with it, or choose another --out")
         return dict(old, videos=str(videos), out=str(out), template=stored.tolist())
     t = default_template() if template is None else load_template(template)
+    if with_audio:
+        new["with_audio"] = True
     settings = dict(new, template=np.asarray(t, np.float32).astype(np.float64).tolist(),
                     template_digest=template_digest(t),
                     template_source="emoportraits/weights/face_template.npy" if template is None else str(template),
@@ -385,6 +414,9 @@ def build_index(out, estimate_sample: int = 2000) -> dict:
                   "skipped_frames": int(sum(r.get("skipped", 0) for r in records))},
         "template_estimate": None, "template_estimate_pose": None,
     }
+    if settings.get("with_audio"):
+        index["with_audio"] = True
+        index["audio"] = "KEY/audio.npy: the video's whole audio track, 16 kHz mono int16 (header: audio)"
     if records:
         est = ShardDataset(out, index=index).estimate_template(estimate_sample)
         index["template_estimate"] = np.round(est, 6).tolist()
@@ -396,7 +428,8 @@ def build_index(out, estimate_sample: int = 2000) -> dict:
 
 def prepare_dataset(videos, out, dataset_name: str, *, resolution: int = 512, frames_per_clip: int = 32,
                     stride: int = 5, workers: int = 1, shard_size_mb: float = 256, smooth: float = 0.5,
-                    template=None, retry_failed: bool = False, progress: bool = True) -> PrepareSummary:
+                    template=None, retry_failed: bool = False, progress: bool = True,
+                    with_audio: bool = False) -> PrepareSummary:
     """Prepare (or resume preparing) the training set ``out`` from the videos under ``videos``."""
     videos, out = Path(videos), Path(out)
     if not videos.is_dir():
@@ -418,7 +451,9 @@ def prepare_dataset(videos, out, dataset_name: str, *, resolution: int = 512, fr
     t0 = time.perf_counter()
     summary = PrepareSummary(out=out, dataset=dataset_name, videos_found=len(found))
     with _lock(out):
-        cfg = _settings(videos, out, dataset_name, resolution, frames_per_clip, stride, smooth, template)
+        cfg = _settings(videos, out, dataset_name, resolution, frames_per_clip, stride, smooth, template,
+                        with_audio)
+        cfg["with_audio"] = bool(with_audio)
         cfg["shard_size_mb"] = float(shard_size_mb)
         done = _read_manifest(out / "manifest.jsonl")
         _collect_garbage(out, done)
@@ -546,6 +581,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--template", metavar="FILE.npy",
                    help="(468, 3) face template for the pose labels (default: the shipped one; "
                         "kept when resuming)")
+    p.add_argument("--with-audio", action="store_true",
+                   help="also store each video's audio (16 kHz mono) for the speech mode; use with --stride 1")
     p.add_argument("--retry-failed", action="store_true", help="process again the videos that failed before")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -557,7 +594,8 @@ def run(args: argparse.Namespace) -> None:
     summary = prepare_dataset(args.videos, args.out, args.dataset_name, resolution=args.resolution,
                               frames_per_clip=args.frames_per_clip, stride=args.stride, workers=args.workers,
                               shard_size_mb=args.shard_size_mb, smooth=args.smooth, template=args.template,
-                              retry_failed=args.retry_failed, progress=not args.quiet)
+                              retry_failed=args.retry_failed, progress=not args.quiet,
+                              with_audio=getattr(args, "with_audio", False))
     print(summary)
 
 
