@@ -76,7 +76,8 @@ def _cmd_speak(args: argparse.Namespace) -> None:
     pose = args.pose if args.pose == "still" or args.pose.startswith("driver:") else None
     if pose is None:
         raise EmoPortraitsError(f"--pose {args.pose!r}: use still or driver:VIDEO")
-    options = ReenactOptions(paste_back=args.paste_back, background=_parse_colour(args.background),
+    background = args.background if args.background == "transparent" else _parse_colour(args.background)
+    options = ReenactOptions(paste_back=args.paste_back, background=background,
                              smooth=args.smooth, face_index=args.face_index, max_frames=args.max_frames)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     pipe = EmoPortraitsPipeline.from_pretrained(_model_or_default(args.model), device=args.device, dtype=dtype)
@@ -118,6 +119,25 @@ def _model_or_default(model: str | None) -> str:
                             "repo id) and no bundled model; set --model or EMOPORTRAITS_MODEL")
 
 
+def _add_rendering_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by the commands that animate a photo (reenact, speak)."""
+    p.add_argument("--model", metavar="DIR_OR_REPO",
+                   help="EmoPortraits folder or Hub repo (default: $EMOPORTRAITS_MODEL, else the bundled model)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps … (default: the best available)")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="model precision (default: fp32)")
+    p.add_argument("--paste-back", action=argparse.BooleanOptionalAction, default=True,
+                   help="paste the animated head back into the original photo (default); "
+                        "--no-paste-back outputs the crop on --background")
+    p.add_argument("--background", default="white",
+                   help="with --no-paste-back: transparent (images only), white, black, green, gray or #RRGGBB")
+    p.add_argument("--smooth", type=float, default=0.5, metavar="S",
+                   help="temporal smoothing of the face crop and head pose, 0 (off) … 0.95 (default: 0.5)")
+    p.add_argument("--face-index", type=int, default=0, metavar="I",
+                   help="which face of the photo to animate, 0 = largest (default: 0)")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or notes")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="emoportraits",
@@ -149,10 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, metavar="IMG", help="portrait photo (jpg, png, webp, …)")
     p.add_argument("--driver", required=True, metavar="VIDEO|IMG", help="driving video or image")
     p.add_argument("--out", required=True, metavar="OUT", help="output .mp4 (video driver) or image file")
-    p.add_argument("--model", metavar="DIR_OR_REPO",
-                   help="model folder or Hub repo (default: $EMOPORTRAITS_MODEL, else the bundled model)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1, mps … (default: the best available)")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="model precision (default: fp32)")
+    _add_rendering_arguments(p)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--relative", dest="relative", action="store_true", default=True,
                       help="transfer the driver's motion since its first frame onto the source pose (default)")
@@ -160,21 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="use the driver's head pose and expression as they are")
     p.add_argument("--expression-scale", type=float, default=1.0, metavar="A",
                    help="multiply the transferred expression change (default: 1.0)")
-    p.add_argument("--paste-back", action=argparse.BooleanOptionalAction, default=True,
-                   help="paste the animated head back into the original photo (default); "
-                        "--no-paste-back outputs the crop on --background")
-    p.add_argument("--background", default="white",
-                   help="with --no-paste-back: transparent (images only), white, black, green, gray or #RRGGBB")
-    p.add_argument("--smooth", type=float, default=0.5, metavar="S",
-                   help="temporal smoothing of the face crop and head pose, 0 (off) … 0.95 (default: 0.5)")
     p.add_argument("--fixed-crop", action="store_true", help="one crop box for the whole video (static camera)")
-    p.add_argument("--face-index", type=int, default=0, metavar="I",
-                   help="which face of the photo to animate, 0 = largest (default: 0)")
-    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N driver frames")
     p.add_argument("--audio", metavar="AUDIO", help="audio track for the video (default: the driver's, if any)")
     p.add_argument("--mask-model", metavar="FILE",
                    help="portrait/face-parsing mask model (.tflite or TorchScript) instead of the built-in one")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or notes")
     p.set_defaults(func=_cmd_reenact)
 
     p = sub.add_parser(
@@ -190,17 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the Whisper model the speech model was trained with (default: openai/whisper-tiny)")
     p.add_argument("--pose", default="still", help="still (default) or driver:VIDEO (head motion of a video)")
     p.add_argument("--fps", type=float, default=25.0, help="frame rate of the output (default: 25)")
-    p.add_argument("--model", metavar="DIR_OR_REPO",
-                   help="EmoPortraits folder or Hub repo (default: $EMOPORTRAITS_MODEL, else the bundled model)")
-    p.add_argument("--device", help="cpu, cuda, mps … (default: the best available)")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="model precision (default: fp32)")
-    p.add_argument("--paste-back", action=argparse.BooleanOptionalAction, default=True,
-                   help="paste the head back into the photo (default) or output the crop on --background")
-    p.add_argument("--background", default="white", help="with --no-paste-back: white, black, green, gray or #RRGGBB")
-    p.add_argument("--smooth", type=float, default=0.5, metavar="S", help="smoothing of a driver's pose (default: 0.5)")
-    p.add_argument("--face-index", type=int, default=0, metavar="I", help="which face of the photo, 0 = largest")
-    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or notes")
+    _add_rendering_arguments(p)
     p.set_defaults(func=_cmd_speak)
 
     from .data.prepare import add_arguments as _prepare_arguments

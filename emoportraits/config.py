@@ -19,6 +19,15 @@ def _tuplify(value: Any) -> Any:
     return value
 
 
+def dataclass_from_dict(cls, data: dict):
+    """A config dataclass from its dict (config.json), refusing unknown fields: a typo or another
+    model's config must not load silently."""
+    unknown = sorted(set(data) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown fields {unknown}; is this the config.json of another model?")
+    return cls(**data)
+
+
 @dataclass
 class EmoPortraitsConfig:
     # ---- images -------------------------------------------------------------------------------
@@ -122,11 +131,7 @@ class EmoPortraitsConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "EmoPortraitsConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"EmoPortraitsConfig: unknown fields {unknown}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data)
 
     # ---- presets -------------------------------------------------------------------------------
     @classmethod

@@ -208,12 +208,7 @@ class EmoPortraitsPipeline:
         from .media.image import is_image_path, load_image, save_image
         from .media.video import VideoWriter, is_video_path, iter_frames, probe_video
 
-        opts = options or ReenactOptions()
-        for key, value in overrides.items():
-            if not hasattr(opts, key):
-                raise TypeError(f"reenact() got an unknown option {key!r}")
-            setattr(opts, key, value)
-        opts.validate()
+        opts = _options(options, overrides, "reenact")
         src_name = str(source) if not isinstance(source, np.ndarray) else "source"
         drv_name = str(driver) if not isinstance(driver, np.ndarray) else "driver"
         source_image = load_image(source) if not isinstance(source, np.ndarray) else source
@@ -272,14 +267,11 @@ class EmoPortraitsPipeline:
         from .media.image import load_image
         from .media.video import VideoWriter, is_video_path, probe_video
 
-        opts = options or ReenactOptions()
-        for key, value in overrides.items():
-            if not hasattr(opts, key):
-                raise TypeError(f"speak() got an unknown option {key!r}")
-            setattr(opts, key, value)
-        opts.validate()
+        opts = _options(options, overrides, "speak")
         if not is_video_path(output):
             raise MediaError(f"{output}: speech gives a video; use an .mp4 output")
+        if opts.background == "transparent" and not opts.paste_back:
+            raise MediaError(f"{output}: mp4 video has no transparency; use a colour background or paste-back")
         driver = None
         if pose.startswith("driver:"):
             driver = pose[len("driver:"):]
@@ -351,6 +343,17 @@ class EmoPortraitsPipeline:
             if done >= n:
                 bar.close()
         return update
+
+
+def _options(options: ReenactOptions | None, overrides: dict, caller: str) -> ReenactOptions:
+    """The options object with keyword overrides applied, validated."""
+    opts = options or ReenactOptions()
+    for key, value in overrides.items():
+        if not hasattr(opts, key):
+            raise TypeError(f"{caller}() got an unknown option {key!r}")
+        setattr(opts, key, value)
+    opts.validate()
+    return opts
 
 
 def _even(image: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ from .appearance import AppearanceEncoder, IdentityEncoder
 from .canonical import CanonicalUNet, SourceVolumeBlocks
 from .decoder import Decoder, project
 from .geometry import rigid_grid, sample
-from .hub import load_strict, save_weights
+from .hub import HUB_MIXIN_KWARGS, load_strict, save_weights
 from .motion import ExpressionEncoder, HeadPoseNet
 from .tracing import record, scope
 from .warping import WarpEmbedding, WarpGenerator
@@ -73,10 +73,7 @@ class Avatar:
 class EmoPortraits(
     nn.Module,
     PyTorchModelHubMixin,
-    library_name="emoportraits",
-    repo_url="https://github.com/emoportraits/emoportraits",
-    paper_url="https://arxiv.org/abs/2404.19110",
-    license="apache-2.0",
+    **HUB_MIXIN_KWARGS,
     pipeline_tag="image-to-video",
     tags=["emoportraits", "talking-head", "face-reenactment", "one-shot-avatar"],
     model_card_template=MODEL_CARD,

@@ -19,6 +19,10 @@ from torch import nn
 
 from ..errors import check_state_dict
 
+# what every model of the package tells the Hub about itself (class keywords of PyTorchModelHubMixin)
+HUB_MIXIN_KWARGS = dict(library_name="emoportraits", repo_url="https://github.com/emoportraits/emoportraits",
+                        paper_url="https://arxiv.org/abs/2404.19110", license="apache-2.0")
+
 
 def save_weights(model: nn.Module, save_directory) -> None:
     """Write ``model``'s state dict as ``model.safetensors`` in ``save_directory`` (atomic rename)."""

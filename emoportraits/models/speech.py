@@ -15,14 +15,15 @@ frames) the previous latent fed to step t is the teacher's z_{t−1} with probab
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from .hub import load_strict, save_weights
+from ..config import dataclass_from_dict
+from .hub import HUB_MIXIN_KWARGS, load_strict, save_weights
 
 
 @dataclass
@@ -51,11 +52,7 @@ class SpeechEncoderConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "SpeechEncoderConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown SpeechEncoderConfig fields {unknown}; is this config.json of another model?")
-        return cls(**data)
+        return dataclass_from_dict(cls, data)
 
 
 def _mlp(dims: list[int], dropout: float) -> nn.Sequential:
@@ -70,10 +67,7 @@ def _mlp(dims: list[int], dropout: float) -> nn.Sequential:
 class SpeechEncoder(
     nn.Module,
     PyTorchModelHubMixin,
-    library_name="emoportraits",
-    repo_url="https://github.com/emoportraits/emoportraits",
-    paper_url="https://arxiv.org/abs/2404.19110",
-    license="apache-2.0",
+    **HUB_MIXIN_KWARGS,
     tags=["emoportraits", "talking-head", "speech-driven", "audio-to-latent", "whisper"],
 ):
     """E_aud (see the module docstring). Inputs: z0 (B, z_dim); audio (B, T, k, audio_dim) or
