@@ -5,7 +5,7 @@ from conftest import make_model
 from emoportraits.cli import main as cli_main
 from emoportraits.media import probe_video
 from emoportraits.models import SpeechEncoder, SpeechEncoderConfig
-from helpers import shared_media, write_video
+from helpers import shared_media, tiny_whisper, write_video
 
 P03 = "portraits/p03_man_east_asian_frontal_plain_bg.jpg"
 A01 = "audio/a01_en_grid_male_matches_d06.wav"       # 2.98 s of speech
@@ -13,13 +13,11 @@ A01 = "audio/a01_en_grid_male_matches_d06.wav"       # 2.98 s of speech
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("transformers")
     root = tmp_path_factory.mktemp("speak")
     make_model("tiny").save_pretrained(root / "main")
     SpeechEncoder(SpeechEncoderConfig.tiny()).save_pretrained(root / "speech")
-    whisper = transformers.WhisperModel(transformers.WhisperConfig(
-        d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
-        encoder_ffn_dim=64, decoder_ffn_dim=64, max_source_positions=100, num_mel_bins=80))
+    whisper = tiny_whisper()
     whisper.save_pretrained(root / "whisper")
     return root
 

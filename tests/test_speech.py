@@ -3,6 +3,8 @@ import wave
 
 import numpy as np
 import pytest
+
+from helpers import tiny_whisper
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -105,10 +107,7 @@ def _tiny_whisper(local: bool = False):
     """Random tiny Whisper: windows of max_source_positions = 100 frames = 2 s. ``local``: positions and
     attention zeroed, so each output frame depends only on nearby mel frames (not on where the
     window starts) and the windowed path must reproduce any single window exactly."""
-    torch.manual_seed(0)
-    model = transformers.WhisperModel(transformers.WhisperConfig(
-        d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
-        encoder_ffn_dim=64, decoder_ffn_dim=64, max_source_positions=100, num_mel_bins=80))
+    model = tiny_whisper()
     if local:
         enc = model.get_encoder()
         with torch.no_grad():

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from emoportraits.cli import main as cli_main
-from helpers import REPO, shared_media
+from helpers import REPO, shared_media, tiny_whisper
 
 ACCELERATE = Path(sys.executable).with_name("accelerate")
 CLIPS = ("d05_man_talking_outdoors_with_speech.mp4", "d06_grid_man_talking_with_audio.mp4")
@@ -20,7 +20,7 @@ CLIPS = ("d05_man_talking_outdoors_with_speech.mp4", "d06_grid_man_talking_with_
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     pytest.importorskip("accelerate", reason="the training extras are not installed (pip install -e .[train])")
-    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("transformers")
     sources = [shared_media(f"driving/{name}") for name in CLIPS]
     root = tmp_path_factory.mktemp("speech")
     videos = root / "videos"
@@ -34,9 +34,7 @@ def setup(tmp_path_factory):
     from emoportraits import EmoPortraits, EmoPortraitsConfig
     torch.manual_seed(0)
     EmoPortraits(EmoPortraitsConfig.tiny()).save_pretrained(root / "main")
-    whisper = transformers.WhisperModel(transformers.WhisperConfig(
-        d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
-        encoder_ffn_dim=64, decoder_ffn_dim=64, max_source_positions=100, num_mel_bins=80))
+    whisper = tiny_whisper()
     whisper.save_pretrained(root / "whisper")
     return root
 

@@ -46,7 +46,7 @@ from emoportraits.losses.pca import MouthPCA, pca_loss
 from emoportraits.models.emoportraits import Avatar
 from emoportraits.models.speech import SpeechEncoder, SpeechEncoderConfig
 from emoportraits.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from emoportraits.training.config import _set_path
+from emoportraits.training.config import load_config, save_config
 
 GREEN = (0.0, 1.0, 0.0)
 LIPS, INNER_MOUTH = (12, 13), (11,)          # CelebAMask-HQ 19-class face-parser ids
@@ -131,41 +131,10 @@ class SpeechTrainConfig:
 
     @classmethod
     def from_yaml(cls, path, overrides=()) -> "SpeechTrainConfig":
-        import yaml
-        data = yaml.safe_load(Path(path).read_text()) if path else {}
-        data = data or {}
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"override {item!r} must look like section.key=value")
-            _set_path(data, key.strip(), yaml.safe_load(value))
-        return _build(cls, data, "config")
+        return load_config(cls, path, overrides)
 
     def save_yaml(self, path) -> None:
-        import yaml
-        Path(path).write_text(yaml.safe_dump(dataclasses.asdict(self), sort_keys=False))
-
-
-def _build(cls, data: Any, where: str):
-    """Dataclass from a dict, recursively; unknown keys are errors (with their path)."""
-    if data is None:
-        return cls()
-    if not isinstance(data, dict):
-        raise ValueError(f"{where} must be a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}; known: {sorted(fields)}")
-    kwargs = {}
-    for name, value in data.items():
-        f = fields[name]
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if dataclasses.is_dataclass(default):
-            value = _build(type(default), value, f"{where}.{name}")
-        elif isinstance(default, tuple) and isinstance(value, list):
-            value = tuple(value)
-        kwargs[name] = value
-    return cls(**kwargs)
+        save_config(self, path)
 
 
 # ---- data position -----------------------------------------------------------------------------------

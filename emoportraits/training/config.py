@@ -59,7 +59,7 @@ class LogSection:
 @dataclass
 class TrainConfig:
     model: ModelSection = field(default_factory=ModelSection)
-    data: list = field(default_factory=list)            # list[DataSource]
+    data: list = field(default_factory=list, metadata={"item": DataSource})
     optim: OptimSection = field(default_factory=OptimSection)
     log: LogSection = field(default_factory=LogSection)
     losses: dict = field(default_factory=dict)          # LossWeights fields (+ "preset": released|paper)
@@ -73,28 +73,36 @@ class TrainConfig:
     # ---- (de)serialisation ---------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        return _build(cls, data, "config")
+        return build_dataclass(cls, data, "config")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_yaml(cls, path: str | Path | None = None, overrides: list[str] = ()) -> "TrainConfig":
-        import yaml
-
-        data = yaml.safe_load(Path(path).read_text()) if path else {}
-        data = data or {}
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"override {item!r} must look like section.key=value")
-            _set_path(data, key.strip(), yaml.safe_load(value))
-        return cls.from_dict(data)
+        return load_config(cls, path, overrides)
 
     def save_yaml(self, path: str | Path) -> None:
-        import yaml
+        save_config(self, path)
 
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+def load_config(cls, path: str | Path | None = None, overrides=()):
+    """A config dataclass from a YAML file plus ``section.key=value`` overrides (values parsed as YAML)."""
+    import yaml
+
+    data = (yaml.safe_load(Path(path).read_text()) if path else {}) or {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} must look like section.key=value")
+        _set_path(data, key.strip(), yaml.safe_load(value))
+    return build_dataclass(cls, data, "config")
+
+
+def save_config(config, path: str | Path) -> None:
+    import yaml
+
+    Path(path).write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
 
 
 def _set_path(data: dict, dotted: str, value: Any) -> None:
@@ -120,8 +128,10 @@ def _set_path(data: dict, dotted: str, value: Any) -> None:
         raise ValueError(f"override {dotted!r}: cannot set a key inside a value")
 
 
-def _build(cls, data: Any, where: str):
-    """Dataclass from a dict, recursively, rejecting unknown keys with their full path."""
+def build_dataclass(cls, data: Any, where: str):
+    """Dataclass from a dict, recursively, rejecting unknown keys with their full path. A field whose
+    default is a dataclass is built from its sub-dict; a list field with ``metadata={"item": Cls}``
+    from a list of sub-dicts; YAML lists become tuples where the default is a tuple."""
     if data is None:
         return cls()
     if not isinstance(data, dict):
@@ -132,18 +142,16 @@ def _build(cls, data: Any, where: str):
         raise ValueError(f"{where}: unknown keys {unknown}; known: {sorted(fields)}")
     kwargs = {}
     for name, value in data.items():
-        sub = _SECTIONS.get((cls, name))
-        if sub is DataSource:
+        f = fields[name]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        item = f.metadata.get("item")
+        if item is not None:
             if not isinstance(value, list):
-                raise ValueError(f"{where}.{name} must be a list of data sources")
-            value = [_build(DataSource, v, f"{where}.{name}[{i}]") for i, v in enumerate(value)]
-        elif sub is not None:
-            value = _build(sub, value, f"{where}.{name}")
-        elif isinstance(fields[name].default, tuple) and isinstance(value, list):
+                raise ValueError(f"{where}.{name} must be a list")
+            value = [build_dataclass(item, v, f"{where}.{name}[{i}]") for i, v in enumerate(value)]
+        elif dataclasses.is_dataclass(default):
+            value = build_dataclass(type(default), value, f"{where}.{name}")
+        elif isinstance(default, tuple) and isinstance(value, list):
             value = tuple(value)
         kwargs[name] = value
     return cls(**kwargs)
-
-
-_SECTIONS = {(TrainConfig, "model"): ModelSection, (TrainConfig, "optim"): OptimSection,
-             (TrainConfig, "log"): LogSection, (TrainConfig, "data"): DataSource}
