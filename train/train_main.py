@@ -12,7 +12,6 @@ position, EMA), so a killed run continues exactly where it stopped. At the end t
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -29,6 +28,7 @@ from emoportraits.losses.config import LossNetworks, LossWeights, build_loss_net
 from emoportraits.models.discriminator import MultiScalePatchDiscriminator
 from emoportraits.training import GeneratorStep, TrainBatch, TrainConfig, discriminator_loss
 from emoportraits.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from emoportraits.training.config import parse_config_args
 
 
 class SamplerState:
@@ -81,14 +81,7 @@ def sample_grid(batch: TrainBatch, pred: torch.Tensor, target: torch.Tensor, n: 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML training configuration (see train/configs/)")
-    parser.add_argument("overrides", nargs="*", help="section.key=value overrides of the configuration")
-    args = parser.parse_args(argv)
-    try:
-        cfg = TrainConfig.from_yaml(args.config, args.overrides)
-    except (ValueError, OSError) as e:
-        parser.error(str(e))
+    parser, args, cfg = parse_config_args(TrainConfig, argv, __doc__, "train/configs/")
     if not cfg.data:
         parser.error("the configuration has no data sources (data: [{path: …, name: …}])")
 

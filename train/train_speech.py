@@ -24,7 +24,6 @@ with ``save_pretrained`` to ``<output_dir>/final``.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -46,7 +45,7 @@ from emoportraits.losses.pca import MouthPCA, pca_loss
 from emoportraits.models.emoportraits import Avatar
 from emoportraits.models.speech import SpeechEncoder, SpeechEncoderConfig
 from emoportraits.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from emoportraits.training.config import load_config, save_config
+from emoportraits.training.config import load_config, parse_config_args, save_config
 
 GREEN = (0.0, 1.0, 0.0)
 LIPS, INNER_MOUTH = (12, 13), (11,)          # CelebAMask-HQ 19-class face-parser ids
@@ -293,14 +292,7 @@ def teacher_ratio(step: int, steps: int) -> float:
 # ---- the run -------------------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML configuration (see train/configs/speech_tiny.yaml)")
-    parser.add_argument("overrides", nargs="*", help="section.key=value overrides of the configuration")
-    args = parser.parse_args(argv)
-    try:
-        cfg = SpeechTrainConfig.from_yaml(args.config, args.overrides)
-    except (ValueError, OSError) as e:
-        parser.error(str(e))
+    parser, args, cfg = parse_config_args(SpeechTrainConfig, argv, __doc__, "train/configs/speech_tiny.yaml")
     if not cfg.model.main:
         parser.error("model.main (the frozen EmoPortraits model) is required")
     if not cfg.data.path:

@@ -86,6 +86,21 @@ class TrainConfig:
         save_config(self, path)
 
 
+def parse_config_args(cls, argv, description: str, example: str = "train/configs/"):
+    """``--config FILE [section.key=value …]`` → a config dataclass; bad files and overrides end the
+    program with a one-line usage error (argparse), not a traceback."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help=f"YAML configuration (see {example})")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides of the configuration")
+    args = parser.parse_args(argv)
+    try:
+        return parser, args, load_config(cls, args.config, args.overrides)
+    except (ValueError, OSError) as e:
+        parser.error(str(e))
+
+
 def load_config(cls, path: str | Path | None = None, overrides=()):
     """A config dataclass from a YAML file plus ``section.key=value`` overrides (values parsed as YAML)."""
     import yaml
