@@ -107,16 +107,9 @@ def _parse_colour(text: str) -> tuple[int, int, int]:
 
 
 def _model_or_default(model: str | None) -> str:
-    if model:
-        return model
-    env = os.environ.get("EMOPORTRAITS_MODEL")
-    if env:
-        return env
-    bundled = Path(__file__).resolve().parents[1] / "assets" / "default-model"
-    if bundled.is_dir():
-        return str(bundled)
-    raise EmoPortraitsError("no --model given (a folder from save_pretrained / `emoportraits convert`, or a Hub "
-                            "repo id) and no bundled model; set --model or EMOPORTRAITS_MODEL")
+    from .bundle import default_model
+
+    return model or default_model()
 
 
 def _add_rendering_arguments(p: argparse.ArgumentParser) -> None:
