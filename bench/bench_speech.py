@@ -2,8 +2,9 @@
 
 1. Prepares consecutive frames + audio of the shared driving clips that have speech
    (`prepare-data --with-audio --stride 1`), holding out --held-out clips.
-2. A tiny main model (random weights, seed 0: E_motion is only the teacher here) and a tiny
-   random Whisper (no Whisper weights are reachable offline; pass --whisper for a real one).
+2. The teacher (E_motion of a main model: --main, default the bundled demo checkpoint, else a
+   random tiny model) and Whisper (--whisper, default the demo's random-weight one, else a tiny
+   random one: no Whisper weights are reachable offline; pass a real one when you have it).
 3. Fits the mouth PCA basis on the training clips (train/fit_mouth_pca.py --data).
 4. Trains E_aud with train/train_speech.py for --steps.
 5. On every held-out clip: ẑ = E_aud(z_0, audio) rolled out autoregressively (no teacher) against
@@ -59,7 +60,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=300, help="E_aud training steps (default: 300)")
     p.add_argument("--held-out", default="d06", help="clip name prefixes held out (default: d06)")
     p.add_argument("--frames-per-clip", type=int, default=120)
-    p.add_argument("--whisper", help="a Whisper model id/folder (default: a tiny random one built here)")
+    p.add_argument("--main", type=Path, help="main model folder (default: assets/default-model, else random tiny)")
+    p.add_argument("--whisper", help="a Whisper model id/folder (default: the main bundle's, else tiny random)")
     p.add_argument("--work-dir", type=Path, help="keep everything here (default: a temporary folder)")
     args = p.parse_args()
     videos = [v for v in sorted((SHARED / "media" / "driving").glob("*.mp4")) if v.name.startswith(SPEECH_CLIPS)]
@@ -80,27 +82,31 @@ def main() -> None:
                  "--dataset-name", "voxceleb2", "--resolution", "64", "--frames-per-clip", args.frames_per_clip,
                  "--stride", "1", "--with-audio", "--quiet"])
         from emoportraits import EmoPortraits, EmoPortraitsConfig
-        torch.manual_seed(0)
-        EmoPortraits(EmoPortraitsConfig.tiny()).save_pretrained(work / "main")
-        whisper = args.whisper
+        from emoportraits.bundle import DEFAULT_MODEL, component_path
+        main_dir = args.main or (DEFAULT_MODEL if DEFAULT_MODEL.is_dir() else None)
+        if main_dir is None:
+            torch.manual_seed(0)
+            EmoPortraits(EmoPortraitsConfig.tiny()).save_pretrained(work / "main")
+            main_dir = work / "main"
+        whisper = args.whisper or component_path(main_dir, "whisper")
         if whisper is None:
             sys.path.insert(0, str(REPO / "tests"))
             from helpers import tiny_whisper
             tiny_whisper().save_pretrained(work / "whisper")
             whisper = str(work / "whisper")
-        run([sys.executable, REPO / "train" / "fit_mouth_pca.py", "--model", work / "main", "--data", work / "train",
+        run([sys.executable, REPO / "train" / "fit_mouth_pca.py", "--model", main_dir, "--data", work / "train",
              "--components", "8", "--out", work / "mouth_pca.safetensors", "--quiet"])
         run([Path(sys.executable).with_name("accelerate"), "launch", "--cpu", "--num_processes", "1",
              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
              REPO / "train" / "train_speech.py", "--config", REPO / "train" / "configs" / "speech_tiny.yaml",
-             f"model.main={work / 'main'}", f"whisper.model={whisper}", f"data.path={work / 'train'}",
+             f"model.main={main_dir}", f"whisper.model={whisper}", f"data.path={work / 'train'}",
              f"networks.mouth_pca={work / 'mouth_pca.safetensors'}", f"log.output_dir={work / 'run'}",
              f"optim.max_steps={args.steps}", f"optim.teacher_forcing_steps={args.steps // 2}",
              "optim.lr=1.0e-3", f"log.checkpoint_every={args.steps}"])
-        trained = evaluate(work / "main", work / "run" / "final", whisper, work / "heldout", work / "mouth_pca.safetensors")
-        constant = evaluate(work / "main", None, whisper, work / "heldout", work / "mouth_pca.safetensors")
+        trained = evaluate(main_dir, work / "run" / "final", whisper, work / "heldout", work / "mouth_pca.safetensors")
+        constant = evaluate(main_dir, None, whisper, work / "heldout", work / "mouth_pca.safetensors")
     print(f"\nheld-out: {', '.join(v.name for v in split['heldout'])} ({trained['frames']} frames); "
-          f"E_aud trained {args.steps} steps on {len(split['train'])} clips")
+          f"E_aud trained {args.steps} steps on {len(split['train'])} clips; teacher {main_dir}; whisper {whisper}")
     print(f"{'prediction of z':<32}{'mean |ΔPC_1..8|':>18}")
     print(f"{'constant z_0 (baseline)':<32}{constant['pca_mouth_l1']:>18.4f}")
     print(f"{'E_aud (audio-driven)':<32}{trained['pca_mouth_l1']:>18.4f}")

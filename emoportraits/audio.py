@@ -216,6 +216,25 @@ class WhisperFeatures:
 
 # ---- alignment to video frames -------------------------------------------------------------------
 
+def random_whisper(d_model: int = 32, layers: int = 1, heads: int = 2, window_frames: int = 100, seed: int = 0,
+                   vocab_size: int = 51865):
+    """A Whisper model with random (seeded) weights: the real architecture and feature extractor,
+    for tests and for the offline demo checkpoint, where no pretrained Whisper can be downloaded.
+    Its features are a fixed random function of the log-mel spectrogram (they still carry loudness
+    and spectral shape); use a real ``openai/whisper-*`` model for real speech features.
+    ``window_frames``: encoder positions per window (1500 = Whisper's 30 s; 100 = 2 s windows).
+    ``vocab_size`` only sizes the (unused) decoder: make it small to save a small file."""
+    import transformers
+
+    torch.manual_seed(seed)
+    special = {} if vocab_size > 50257 else {k: vocab_size - 1 for k in (
+        "pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id")}
+    return transformers.WhisperModel(transformers.WhisperConfig(
+        **special, d_model=d_model, encoder_layers=layers, decoder_layers=1, encoder_attention_heads=heads,
+        decoder_attention_heads=heads, encoder_ffn_dim=2 * d_model, decoder_ffn_dim=2 * d_model,
+        max_source_positions=window_frames, num_mel_bins=80, vocab_size=vocab_size))
+
+
 def n_frames_for(audio_seconds: float, fps: float) -> int:
     """Number of video frames for ``audio_seconds`` of audio at ``fps``: round(seconds · fps)."""
     return int(round(audio_seconds * fps))

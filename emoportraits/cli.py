@@ -69,22 +69,83 @@ def _cmd_speak(args: argparse.Namespace) -> None:
 
     import torch
 
-    from .models import SpeechEncoder
+    from .models import PoseGenerator, SpeechEncoder
     from .pipelines import EmoPortraitsPipeline, ReenactOptions
 
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="note: %(message)s")
-    pose = args.pose if args.pose == "still" or args.pose.startswith("driver:") else None
+    pose = args.pose if args.pose in ("still", "generated") or args.pose.startswith("driver:") else None
     if pose is None:
-        raise EmoPortraitsError(f"--pose {args.pose!r}: use still or driver:VIDEO")
+        raise EmoPortraitsError(f"--pose {args.pose!r}: use still, generated or driver:VIDEO")
+    # every part is checked before the (slow) main model loads: a missing one fails at once
+    speech_path = _bundle_part(args.speech_model, args.model, "speech", "--speech-model", "speech model (E_aud)")
+    whisper = _bundle_part(args.whisper, args.model, "whisper", "--whisper", "Whisper encoder")
+    pose_path = (_bundle_part(args.pose_model, args.model, "pose", "--pose-model", "head-pose generator")
+                 if pose == "generated" else None)
+    speech = _load_part(SpeechEncoder, speech_path, "--speech-model")
+    pose_model = _load_part(PoseGenerator, pose_path, "--pose-model") if pose_path else None
     background = args.background if args.background == "transparent" else _parse_colour(args.background)
     options = ReenactOptions(paste_back=args.paste_back, background=background,
                              smooth=args.smooth, face_index=args.face_index, max_frames=args.max_frames)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     pipe = EmoPortraitsPipeline.from_pretrained(_model_or_default(args.model), device=args.device, dtype=dtype)
-    speech = SpeechEncoder.from_pretrained(args.speech_model)
-    out = pipe.speak(args.source, args.audio, args.out, speech_model=speech, whisper=args.whisper, pose=pose,
-                     fps=args.fps, options=options, progress=not args.quiet)
+    out = pipe.speak(args.source, args.audio, args.out, speech_model=speech, whisper=whisper, pose=pose,
+                     fps=args.fps, options=options, progress=not args.quiet, pose_model=pose_model,
+                     pose_seed=args.seed, pose_temperature=args.temperature)
     print(f"wrote {out}")
+
+
+def _cmd_poses(args: argparse.Namespace) -> None:
+    from .audio import load_audio
+    from .models import PoseGenerator
+    from .poses import SUFFIXES, generate_poses
+
+    if Path(args.out).suffix.lower() not in SUFFIXES:
+        raise EmoPortraitsError(f"--out {args.out}: unsupported pose file type; use .json or .npy")
+    if args.plot and Path(args.plot).suffix.lower() != ".png":
+        raise EmoPortraitsError(f"--plot {args.plot}: the plot is a PNG image; use a .png file name")
+    pose_path = _bundle_part(args.pose_model, args.model, "pose", "--pose-model", "head-pose generator")
+    whisper = _bundle_part(args.whisper, args.model, "whisper", "--whisper", "Whisper encoder")
+    samples = load_audio(args.audio)
+    model = _load_part(PoseGenerator, pose_path, "--pose-model")
+    if args.device:
+        model = model.to(args.device)
+    seq = generate_poses(model, whisper, samples, fps=args.fps, seed=args.seed, temperature=args.temperature)
+    out = seq.save(args.out)
+    print(f"wrote {out} ({len(seq)} frames at {seq.fps:g} fps)")
+    if args.plot:
+        print(f"wrote {seq.plot(args.plot)}")
+
+
+def _bundle_part(given: str | None, model: str | None, component: str, flag: str, what: str) -> str:
+    """``given``, else the ``component`` folder of the model bundle (``--model`` or the default model);
+    a one-line error saying how to supply it when the bundle has none."""
+    if given:
+        return given
+    from .bundle import component_path
+
+    name = _model_or_default(model)
+    path = component_path(name, component)
+    if path is None:
+        raise EmoPortraitsError(f"{name} has no {what} ({component}/ folder); pass {flag} DIR_OR_REPO "
+                                f"or add one to the model bundle")
+    return path
+
+
+def _load_part(cls, name: str, flag: str):
+    """``cls.from_pretrained(name)`` with one-line errors (no such folder, offline Hub, bad weights)."""
+    from .errors import WeightsMismatchError
+
+    looks_local = os.path.exists(name) or name.startswith((".", "/", "~")) or os.sep in name.strip("/")
+    path = os.path.expanduser(name)
+    if looks_local and not os.path.isdir(path):
+        raise EmoPortraitsError(f"{flag} {name}: no such model folder")
+    try:
+        return cls.from_pretrained(path if looks_local else name)
+    except (WeightsMismatchError, FileNotFoundError):
+        raise
+    except Exception as e:  # Hub errors (offline, unknown repo), another model's config
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise EmoPortraitsError(f"{flag} {name}: could not load a {cls.__name__} ({type(e).__name__}: {first})") from None
 
 
 def _cmd_prepare_data(args: argparse.Namespace) -> None:
@@ -184,13 +245,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, metavar="IMG", help="portrait photo")
     p.add_argument("--audio", required=True, metavar="AUDIO", help="speech: wav, mp3, flac, … or a video with audio")
     p.add_argument("--out", required=True, metavar="OUT.mp4", help="output video")
-    p.add_argument("--speech-model", required=True, metavar="DIR_OR_REPO", help="SpeechEncoder (E_aud) folder or Hub repo")
-    p.add_argument("--whisper", default="openai/whisper-tiny", metavar="ID_OR_DIR",
-                   help="the Whisper model the speech model was trained with (default: openai/whisper-tiny)")
-    p.add_argument("--pose", default="still", help="still (default) or driver:VIDEO (head motion of a video)")
+    p.add_argument("--speech-model", metavar="DIR_OR_REPO",
+                   help="SpeechEncoder (E_aud) folder or Hub repo (default: the model bundle's speech/)")
+    p.add_argument("--whisper", metavar="ID_OR_DIR",
+                   help="the Whisper model the speech (and pose) model was trained with "
+                        "(default: the model bundle's whisper/)")
+    p.add_argument("--pose", default="still",
+                   help="still (default), generated (head motion generated from the speech) or driver:VIDEO "
+                        "(head motion of a video)")
+    p.add_argument("--pose-model", metavar="DIR_OR_REPO",
+                   help="with --pose generated: PoseGenerator folder or Hub repo (default: the model bundle's pose/)")
+    p.add_argument("--seed", type=int, metavar="N", help="with --pose generated: seed of the motion (default: random)")
+    p.add_argument("--temperature", type=float, default=1.0, metavar="T",
+                   help="with --pose generated: variety of the motion, 0 = deterministic (default: 1)")
     p.add_argument("--fps", type=float, default=25.0, help="frame rate of the output (default: 25)")
     _add_rendering_arguments(p)
     p.set_defaults(func=_cmd_speak)
+
+    p = sub.add_parser(
+        "poses", help="generate head poses from speech (audio → poses.json / .npy)",
+        description="Generate a natural head motion for an audio file (or a video's audio track): Whisper "
+                    "features → PoseGenerator → one pose per video frame, the motion since the first frame "
+                    "(yaw/pitch/roll in degrees and translation, in the model's θ convention). .json holds "
+                    "angles, translations, rotation matrices and 6D poses; .npy the (T, 9) 6D poses.")
+    p.add_argument("--audio", required=True, metavar="AUDIO", help="speech: wav, mp3, flac, … or a video with audio")
+    p.add_argument("--out", required=True, metavar="POSES.json|.npy", help="output pose file")
+    p.add_argument("--plot", metavar="PLOT.png", help="also plot yaw/pitch/roll and translation over time")
+    p.add_argument("--model", metavar="DIR_OR_REPO",
+                   help="model bundle whose pose/ and whisper/ parts are used (default: $EMOPORTRAITS_MODEL, "
+                        "else the bundled model)")
+    p.add_argument("--pose-model", metavar="DIR_OR_REPO", help="PoseGenerator folder or Hub repo (default: MODEL/pose)")
+    p.add_argument("--whisper", metavar="ID_OR_DIR",
+                   help="the Whisper model the pose model was trained with (default: MODEL/whisper)")
+    p.add_argument("--seed", type=int, metavar="N", help="seed of the motion (default: random)")
+    p.add_argument("--temperature", type=float, default=1.0, metavar="T",
+                   help="variety of the motion, 0 = deterministic (default: 1)")
+    p.add_argument("--fps", type=float, default=25.0, help="poses per second (default: 25)")
+    p.add_argument("--device", help="cpu, cuda, mps … (default: cpu)")
+    p.set_defaults(func=_cmd_poses)
 
     from .data.prepare import add_arguments as _prepare_arguments
     p = sub.add_parser(

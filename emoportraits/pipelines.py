@@ -255,11 +255,15 @@ class EmoPortraitsPipeline:
     @torch.inference_mode()
     def speak(self, source: PathLike | np.ndarray, audio: PathLike, output: PathLike, *, speech_model,
               whisper=None, pose: str = "still", fps: float = 25.0, options: ReenactOptions | None = None,
-              progress: bool | Callable[[int, int], None] = True, **overrides) -> Path:
+              progress: bool | Callable[[int, int], None] = True, pose_model=None, pose_seed: int | None = None,
+              pose_temperature: float = 1.0, **overrides) -> Path:
         """Animate ``source`` from speech: E_aud (``speech_model``, a `SpeechEncoder`) predicts the
         expression z of every frame from Whisper features of ``audio``, starting from the photo's own
         z; the head stays still (``pose="still"``) or follows a driver video's head motion since its
-        first frame (``pose="driver:PATH"``). The mp4 carries ``audio`` and lasts as long (± 1 frame).
+        first frame (``pose="driver:PATH"``), or moves as ``pose_model`` (a `PoseGenerator`) generates
+        from the same audio (``pose="generated"``; ``pose_seed`` / ``pose_temperature``: its noise draw
+        and scale), the motion applied relative to the photo's own pose. The mp4 carries ``audio`` and
+        lasts as long (± 1 frame).
         ``whisper``: a `WhisperFeatures`, or a Hub id / folder of a Whisper model matching the speech
         model's ``audio_dim`` (default openai/whisper-tiny).
         """
@@ -276,8 +280,11 @@ class EmoPortraitsPipeline:
         if pose.startswith("driver:"):
             driver = pose[len("driver:"):]
             probe_video(driver)
+        elif pose == "generated":
+            if pose_model is None:
+                raise ValueError("pose='generated' needs a pose_model (a PoseGenerator)")
         elif pose != "still":
-            raise ValueError(f"pose must be 'still' or 'driver:VIDEO', got {pose!r}")
+            raise ValueError(f"pose must be 'still', 'generated' or 'driver:VIDEO', got {pose!r}")
         samples = load_audio(audio)
         n = n_frames_for(len(samples) / 16000, fps)
         if n < 1:
@@ -288,14 +295,25 @@ class EmoPortraitsPipeline:
         if whisper.dim != speech_model.config.audio_dim:
             raise ValueError(f"the Whisper model gives {whisper.dim}-d features but the speech model expects "
                              f"{speech_model.config.audio_dim}; pass the Whisper model it was trained with")
+        if pose_model is not None and pose == "generated" and whisper.dim != pose_model.config.audio_dim:
+            raise ValueError(f"the Whisper model gives {whisper.dim}-d features but the pose model expects "
+                             f"{pose_model.config.audio_dim}; pass the Whisper model both were trained with")
         image = load_image(source) if not isinstance(source, np.ndarray) else source
         src = self.prepare_source(image, name=str(source) if not isinstance(source, np.ndarray) else "source",
                                   options=opts)
-        aligned = align_to_frames(whisper(samples), n, fps, k=speech_model.config.audio_frames_per_step)
+        features = whisper(samples)
+        aligned = align_to_frames(features, n, fps, k=speech_model.config.audio_frames_per_step)
         device = self.model.device
         speech_model = speech_model.to(device).eval()
         z_seq = speech_model(src.avatar.z.float(), aligned[None].to(device)).to(self.model.dtype)
-        poses = self._pose_track(src, driver, opts)
+        if pose == "generated":
+            from .poses import generate_poses
+
+            motion = generate_poses(pose_model.to(device), _Precomputed(whisper, features), samples, fps=fps,
+                                    seed=pose_seed, temperature=pose_temperature, n_frames=n)
+            poses = iter(motion.theta(src.avatar.theta)[:, None])     # θ_s · M_t, one (1, 4, 4) per frame
+        else:
+            poses = self._pose_track(src, driver, opts)
         bar = self._progress(progress, n, Path(str(audio)).name)
         with VideoWriter(output, fps, audio_from=audio) as writer:
             for t in range(n):
@@ -343,6 +361,17 @@ class EmoPortraitsPipeline:
             if done >= n:
                 bar.close()
         return update
+
+
+class _Precomputed:
+    """A `WhisperFeatures` stand-in returning features already computed for the same samples (the
+    speech and pose models share one Whisper pass)."""
+
+    def __init__(self, whisper, features: torch.Tensor):
+        self.dim, self.features, self.whisper = whisper.dim, features, whisper
+
+    def __call__(self, samples, sample_rate: int = 16000) -> torch.Tensor:
+        return self.features
 
 
 def _options(options: ReenactOptions | None, overrides: dict, caller: str) -> ReenactOptions:

@@ -75,10 +75,6 @@ def write_audio_only_mp4(path: Path) -> Path:
 def tiny_whisper():
     """A random tiny Whisper (d_model 32, windows of max_source_positions = 100 frames = 2 s): the real
     architecture without downloading weights."""
-    import torch
-    import transformers
+    from emoportraits.audio import random_whisper
 
-    torch.manual_seed(0)
-    return transformers.WhisperModel(transformers.WhisperConfig(
-        d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
-        encoder_ffn_dim=64, decoder_ffn_dim=64, max_source_positions=100, num_mel_bins=80))
+    return random_whisper(d_model=32, layers=1, heads=2, window_frames=100, seed=0)

@@ -239,6 +239,22 @@ def test_pair_dataset_gives_two_frames_of_one_clip(prepared):
     assert len(mixed) == 2 + 2 * N_FRAMES and mixed[(3, 7)]["frame"] == 1
 
 
+def test_pair_jitter_changes_source_and_driver_alike(prepared):
+    """One colour change for the pair: a pixel of the same colour in both frames stays equal."""
+    _, out, _ = prepared
+    plain = PairDataset(out, seed=3, augment=None)[1]
+    jittered = PairDataset(out, seed=3, augment=None, pair_jitter=0.5)[1]
+    assert jittered["frames"].tolist() == plain["frames"].tolist()
+    assert not torch.allclose(jittered["source"], plain["source"], atol=0.02)
+    # the jitter is a per-pixel colour map shared by the two frames: equal inputs, equal outputs
+    src, drv = plain["source"].flatten(1).T, plain["driver"].flatten(1).T
+    j_src, j_drv = jittered["source"].flatten(1).T, jittered["driver"].flatten(1).T
+    lookup = {tuple(c.tolist()): j for c, j in zip(src, j_src)}
+    shared = [(lookup[tuple(c.tolist())], j) for c, j in zip(drv, j_drv) if tuple(c.tolist()) in lookup]
+    assert len(shared) > 20
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in shared)
+
+
 def _flat(batches):
     return [i for b in batches for i in b]
 

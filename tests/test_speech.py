@@ -178,7 +178,22 @@ def _inputs(model, B=2, T=7, seed=0):
 @pytest.fixture
 def speech_model():
     torch.manual_seed(0)
-    return SpeechEncoder(SpeechEncoderConfig.tiny()).eval()
+    model = SpeechEncoder(SpeechEncoderConfig.tiny()).eval()
+    with torch.no_grad():     # as if trained: the zero-initialised output layers (see below) get weights
+        for mlp in (model.mlp_b, model.mlp_c):
+            mlp[-1].weight.normal_(0, 0.3)
+            mlp[-1].bias.normal_(0, 0.1)
+    return model
+
+
+def test_untrained_model_predicts_the_still_face():
+    """Zero-initialised outputs: before training E_aud returns z_0 for every frame, whatever the audio."""
+    torch.manual_seed(0)
+    model = SpeechEncoder(SpeechEncoderConfig.tiny()).eval()
+    z0, audio, _ = _inputs(model)
+    with torch.no_grad():
+        out = model(z0, audio)
+    assert torch.equal(out, z0[:, None].expand_as(out))
 
 
 def test_rollout_equals_step_loop(speech_model):

@@ -114,7 +114,8 @@ def main(argv=None) -> int:
     sched_g = get_cosine_with_min_lr_schedule_with_warmup(opt_g, o.warmup_steps, o.max_steps, min_lr=o.min_lr_g)
     sched_d = get_cosine_with_min_lr_schedule_with_warmup(opt_d, o.warmup_steps, o.max_steps, min_lr=o.min_lr_d)
 
-    datasets = [PairDataset(src.path, resolution=model.config.image_size, seed=cfg.seed) for src in cfg.data]
+    datasets = [PairDataset(src.path, resolution=model.config.image_size, seed=cfg.seed,
+                            pair_jitter=src.pair_jitter) for src in cfg.data]
     sampler = MixingBatchSampler(datasets, [src.weight for src in cfg.data], batch_size=o.batch_size,
                                  every_second_mixed=cfg.mix_every == 2 and len(datasets) > 1, seed=cfg.seed,
                                  rank=accelerator.process_index, world_size=accelerator.num_processes,

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
 from ..models.geometry import theta_from_raw9
-from .augment import MotionAugment
+from .augment import MotionAugment, color_jitter
 from .pose_labels import eye_centers
 from .shards import ShardDataset
 
@@ -81,13 +81,19 @@ class PairDataset(Dataset):
     ``shards``: a `ShardDataset` or the prepared folder. ``resolution``: resize the crops (default:
     as stored). Keys are ``i`` or ``(i, seed)`` (the sampler's per-draw seed; without it clip i
     always gives the same pair). Clips with fewer than two frames are left out.
+
+    ``pair_jitter``: strength of one colour jitter applied to source *and* driver alike (0 = off).
+    Both frames change together, so the pair stays a valid reconstruction target, while the model
+    sees more skin tones and lightings than the data set has identities — on small data sets this
+    is what keeps the appearance path from memorising them.
     """
 
     def __init__(self, shards, resolution: int | None = None, augment: MotionAugment | None = MotionAugment(),
-                 *, seed: int = 0, dataset_id: int | None = None):
+                 *, seed: int = 0, dataset_id: int | None = None, pair_jitter: float = 0.0):
         self.shards = _as_shards(shards)
         self.resolution = resolution
         self.augment = augment
+        self.pair_jitter = float(pair_jitter)
         self.seed = int(seed)
         name = self.shards.dataset
         self.dataset_id = int(dataset_id) if dataset_id is not None else (
@@ -115,9 +121,13 @@ class PairDataset(Dataset):
         poses = torch.from_numpy(self.shards.read_poses(clip, which).astype(np.float32))
         eyes = torch.from_numpy(eye_centers(self.shards.read_landmarks(clip, which)).astype(np.float32))
         thetas = theta_from_raw9(poses)
+        gen = torch.Generator().manual_seed(int(rng.integers(1 << 62)))
+        if self.pair_jitter > 0:   # side by side = one image, so both frames get the same factors
+            j = self.pair_jitter
+            pair = color_jitter(torch.cat([images[0], images[1]], dim=-1)[None], j, j, j, j / 5, gen)[0]
+            images = torch.stack(pair.chunk(2, dim=-1))
         driver = images[1]
         if self.augment is not None:
-            gen = torch.Generator().manual_seed(int(rng.integers(1 << 62)))
             motion = self.augment(driver[None], generator=gen)[0]
         else:
             motion = driver.clone()

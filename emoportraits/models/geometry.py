@@ -117,3 +117,110 @@ def rotation_6d_to_matrix(x6: torch.Tensor) -> torch.Tensor:
 def matrix_to_rotation_6d(r: torch.Tensor) -> torch.Tensor:
     """(…, 3, 3) → (…, 6): the first two columns, concatenated."""
     return torch.cat([r[..., :, 0], r[..., :, 1]], dim=-1)
+
+
+# ---- head-pose sequences (SPEC §5) ------------------------------------------------------------------
+#
+# A pose sequence X is (…, T, 9): the 6D rotation (first two columns of R) and a translation τ, the
+# rigid part R·T(τ) of θ = S·R·T in the convention above (raw9 without its scale). The pose generator
+# predicts X relative to a reference frame (the clip's first): X_t is the motion inv(P_0)·P_t, where
+# P = R·T(τ) is a frame's rigid pose, so the reference frame itself is (identity, 0). At inference the
+# motion is composed onto the source's own pose: θ_t = θ_s · M_t, exactly as the relative reenactment
+# mode composes a driver's motion (``EmoPortraitsPipeline.transfer``).
+
+IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
+def matrix_to_angles(r: torch.Tensor) -> torch.Tensor:
+    """(…, 3, 3) rotation → (…, 3) yaw, pitch, roll (radians) with R = Rz(yaw)·Ry(pitch)·Rx(roll).
+
+    Torch twin of ``data.pose_labels.rotation_to_angles``: the principal solution (|pitch| ≤ π/2),
+    unless only the other one, (yaw + π, π − pitch, roll + π), lies in the range [−π/2, π] that
+    `rotation_matrix` clamps to; at gimbal lock yaw = 0.
+    """
+    r = r.float()
+    cos_p = torch.hypot(r[..., 0, 0], r[..., 1, 0])
+    pitch = torch.atan2(-r[..., 2, 0], cos_p)
+    locked = cos_p < 1e-6
+    yaw = torch.where(locked, torch.zeros_like(pitch), torch.atan2(r[..., 1, 0], r[..., 0, 0]))
+    roll = torch.where(locked, torch.atan2(torch.sign(-r[..., 2, 0]) * r[..., 0, 1], r[..., 1, 1]),
+                       torch.atan2(r[..., 2, 1], r[..., 2, 2]))
+    principal = torch.stack([yaw, pitch, roll], -1)
+    other = torch.stack([yaw + math.pi, math.pi - pitch, roll + math.pi], -1)
+    other = math.pi - torch.remainder(math.pi - other, 2 * math.pi)         # wrap into (−π, π]
+
+    def ok(a):
+        return ((a >= ANGLE_MIN - 1e-6) & (a <= ANGLE_MAX + 1e-6)).all(-1)
+
+    use_other = ~ok(principal) & ok(other)
+    return torch.where(use_other[..., None], other, principal)
+
+
+def pose9_to_rigid(x9: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(…, 9) pose → (R (…, 3, 3) via Gram–Schmidt, τ (…, 3))."""
+    return rotation_6d_to_matrix(x9[..., :6]), x9[..., 6:9]
+
+
+def rigid_to_pose9(r: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    """R (…, 3, 3), τ (…, 3) → (…, 9) pose."""
+    return torch.cat([matrix_to_rotation_6d(r), tau], dim=-1)
+
+
+def project_pose9(x9: torch.Tensor) -> torch.Tensor:
+    """Any (…, 9) → the same pose with an exactly orthonormal 6D part (Gram–Schmidt, then back):
+    what a critic compares with real poses, whose 6D part is orthonormal by construction."""
+    return rigid_to_pose9(*pose9_to_rigid(x9))
+
+
+def pose9_from_raw9(raw9: torch.Tensor) -> torch.Tensor:
+    """(…, 9) raw9 head-pose labels (scale 3, yaw/pitch/roll, τ) → (…, 9) pose (the scale is dropped)."""
+    raw9 = raw9.float()
+    return rigid_to_pose9(rotation_matrix(raw9[..., 3:6]), raw9[..., 6:9])
+
+
+def pose9_to_raw9(x9: torch.Tensor, scale: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """(…, 9) pose → (…, 9) raw9 with isotropic ``scale`` (a number or (…,) tensor); angles by
+    `matrix_to_angles`, so ``theta_from_raw9`` of the result equals ``pose9_to_theta`` (in range)."""
+    r, tau = pose9_to_rigid(x9.float())
+    s = torch.as_tensor(scale, dtype=tau.dtype, device=tau.device).expand(tau.shape[:-1])[..., None]
+    return torch.cat([s.expand(*tau.shape[:-1], 3), matrix_to_angles(r), tau], dim=-1)
+
+
+def pose9_to_matrix(x9: torch.Tensor) -> torch.Tensor:
+    """(…, 9) pose → (…, 4, 4) rigid matrix P = R·T(τ) = [[R, R·τ], [0, 1]]."""
+    r, tau = pose9_to_rigid(x9.float())
+    m = torch.zeros(*x9.shape[:-1], 4, 4, dtype=r.dtype, device=r.device)
+    m[..., :3, :3] = r
+    m[..., :3, 3] = (r @ tau[..., None])[..., 0]
+    m[..., 3, 3] = 1.0
+    return m
+
+
+def matrix_to_pose9(m: torch.Tensor) -> torch.Tensor:
+    """(…, 4, 4) rigid matrix [[R, t], [0, 1]] → (…, 9) pose with τ = Rᵀ·t (inverse of `pose9_to_matrix`)."""
+    r, t = m[..., :3, :3], m[..., :3, 3]
+    return rigid_to_pose9(r, (r.transpose(-1, -2) @ t[..., None])[..., 0])
+
+
+def relative_pose9(x9: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+    """(…, T, 9) poses → the motion since ``reference`` ((…, 9); default: the first frame),
+    inv(P_ref)·P_t, as (…, T, 9): the reference frame itself becomes (identity, 0)."""
+    reference = x9[..., 0, :] if reference is None else reference
+    p_ref = pose9_to_matrix(reference)[..., None, :, :]
+    return matrix_to_pose9(torch.linalg.inv(p_ref) @ pose9_to_matrix(x9))
+
+
+def pose9_to_theta(x9: torch.Tensor, scale: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """(…, 9) pose → θ = S·R·T(τ), (…, 4, 4) float32, with isotropic ``scale`` (the raw9 scale)."""
+    m = pose9_to_matrix(x9)
+    s = torch.as_tensor(scale, dtype=m.dtype, device=m.device).expand(x9.shape[:-1])
+    return torch.cat([m[..., :3, :] * s[..., None, None], m[..., 3:, :]], dim=-2)
+
+
+def apply_motion(theta_source: torch.Tensor, motion9: torch.Tensor) -> torch.Tensor:
+    """The source's pose θ_s (B, 4, 4) moved by pose-sequence motion (B, T, 9) or (T, 9):
+    θ_t = θ_s · M_t, (B, T, 4, 4) — the relative reenactment rule θ_s · inv(θ_d0) · θ_d with the
+    motion already relative to its first frame."""
+    if motion9.ndim == 2:
+        motion9 = motion9[None]
+    return theta_source.float()[:, None] @ pose9_to_matrix(motion9.to(theta_source.device))

@@ -4,7 +4,7 @@ Predicts the expression latent ẑ_t of every video frame t from the first frame
 (``EmoPortraits.expression`` of the first frame) and the Whisper features aligned to the frame
 (``emoportraits.audio.align_to_frames``: a_t = k Whisper frames of ``audio_dim`` each)::
 
-    z_base = MLP_b(z_0)                              # gaze / upper-face state of the first frame
+    z_base = z_0 + MLP_b(z_0)                        # gaze / upper-face state of the first frame
     h_t    = MLP_a(ẑ_{t−1}),  ẑ_{−1} = z_0           # autoregressive state
     ẑ_t    = z_base + MLP_c([h_t, a_t])              # a_t: LayerNorm per Whisper frame, flattened
 
@@ -12,6 +12,11 @@ Predicts the expression latent ẑ_t of every video frame t from the first frame
 frames) the previous latent fed to step t is the teacher's z_{t−1} with probability
 ``teacher_ratio`` (teacher forcing / scheduled sampling), else the model's own ẑ_{t−1}.
 ``step`` is one step, so the rollout can be run (or checked) frame by frame, e.g. for streaming.
+
+Initialisation (ours; the paper does not say): MLP_b is written as a residual on z_0 and the last
+layers of MLP_b and MLP_c start at zero, so an untrained E_aud predicts ẑ_t = z_0 — the still-face
+baseline — and training only has to learn the audio-driven change. Started from random outputs
+instead, a small model spends its first thousands of steps just finding z_0 again.
 """
 from __future__ import annotations
 
@@ -82,6 +87,9 @@ class SpeechEncoder(
         self.audio_norm = nn.LayerNorm(config.audio_dim)
         in_c = h + config.audio_frames_per_step * config.audio_dim
         self.mlp_c = _mlp([in_c] + [h] * (n - 1) + [config.z_dim], config.dropout)
+        for mlp in (self.mlp_b, self.mlp_c):     # start at ẑ_t = z_0 (module docstring)
+            nn.init.zeros_(mlp[-1].weight)
+            nn.init.zeros_(mlp[-1].bias)
 
     # ---- checks ----------------------------------------------------------------------------------
     def _audio(self, audio: torch.Tensor, lead: tuple, name: str = "audio") -> torch.Tensor:
@@ -107,8 +115,8 @@ class SpeechEncoder(
 
     # ---- model ------------------------------------------------------------------------------------
     def base(self, z0: torch.Tensor) -> torch.Tensor:
-        """z_base = MLP_b(z_0), (B, z_dim)."""
-        return self.mlp_b(z0)
+        """z_base = z_0 + MLP_b(z_0), (B, z_dim)."""
+        return z0 + self.mlp_b(z0)
 
     def step(self, z_base: torch.Tensor, prev_z: torch.Tensor, a_t: torch.Tensor) -> torch.Tensor:
         """One step: ẑ_t = z_base + MLP_c([MLP_a(ẑ_{t−1}), a_t]); a_t is (B, k, audio_dim) or (B, k·audio_dim)."""

@@ -18,6 +18,7 @@ class DataSource:
     path: str                        # a folder written by `emoportraits prepare-data`
     name: str = "voxceleb2"          # "voxceleb2" / "feed": FEED pairs get the ×10 L_sdm weight
     weight: float = 1.0              # sampling share (the released mixture is 0.75 / 0.25)
+    pair_jitter: float = 0.0         # one colour jitter on source and driver alike (small data sets)
 
 
 @dataclass

@@ -1,0 +1,190 @@
+"""Train a tiny head-pose generator on the CPU and test it on held-out clips.
+
+1. Prepares consecutive frames + audio of the shared driving clips with a sound track
+   (`prepare-data --with-audio --stride 1`): their head-pose labels are the data.
+2. A tiny random Whisper (no Whisper weights are reachable offline; pass --whisper for a real one).
+3. Trains the generator with train/train_pose.py for --steps on the first --train-fraction of every
+   clip (``data.segment``); the rest of every clip is held out, plus the clips of --held-out videos
+   entirely (prepared apart, never trained on).
+4. On held-out windows of --window frames (starting every --window / 4 frames): mean rotation error
+   (geodesic angle, degrees) and translation L1 (crop units) of the generated poses (temperature 0:
+   the deterministic output; temperature 1: sampled, mean of --samples seeds) against the real ones,
+   and two constant baselines: the first pose of the window, and the mean training pose (over the
+   training windows). On the motion since the window's first frame (the default training target and
+   what inference uses; there the first-pose baseline is "no motion"), and with --reference canonical
+   also on absolute poses (from the labels' canonical frame, that model's target). Jitter: the mean
+   frame-to-frame rotation step (degrees) and translation step of generated vs real sequences.
+
+    python bench/bench_pose.py --steps 300
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EMOPORTRAITS_SHARED", REPO.parent / "shared"))
+AUDIO_CLIPS = ("d01", "d02", "d03", "d05", "d06")     # the shared clips with a sound track
+MOTION, ABSOLUTE = "motion since the window's first frame", "absolute pose (from the canonical frame)"
+
+
+def run(cmd: list) -> None:
+    subprocess.run([str(c) for c in cmd], check=True)
+
+
+def prepare(videos: list[Path], folder: Path, out: Path, frames: int) -> None:
+    for v in videos:
+        (folder / v.stem).mkdir(parents=True, exist_ok=True)
+        if not (folder / v.stem / v.name).exists():
+            (folder / v.stem / v.name).symlink_to(v.resolve())
+    run([sys.executable, "-m", "emoportraits", "prepare-data", "--videos", folder, "--out", out, "--dataset-name",
+         "voxceleb2", "--resolution", "64", "--frames-per-clip", frames, "--stride", "1", "--with-audio", "--quiet"])
+
+
+def windows(data, length: int, hop: int) -> list[dict]:
+    """Windows of ``length`` frames every ``hop`` frames over every clip's segment of ``data``."""
+    out = []
+    for clip in data.clips:
+        first, end = data.segment_range(int(clip))
+        out += [data.read(int(clip), s, length) for s in range(first, end - length + 1, hop)]
+    return out
+
+
+def angle_deg(ra: torch.Tensor, rb: torch.Tensor) -> torch.Tensor:
+    """Geodesic angle (degrees) between rotations (…, 3, 3)."""
+    cos = ((ra.transpose(-1, -2) @ rb).diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
+    return torch.rad2deg(torch.arccos(cos.clamp(-1, 1)))
+
+
+def errors(pred9: torch.Tensor, real9: torch.Tensor) -> tuple[float, float]:
+    """Mean rotation error (degrees) and mean translation L1 (per coordinate) over all frames."""
+    from emoportraits.models.geometry import pose9_to_rigid
+
+    rp, tp = pose9_to_rigid(pred9)
+    rr, tr = pose9_to_rigid(real9)
+    return float(angle_deg(rp, rr).mean()), float((tp - tr).abs().mean())
+
+
+def jitter(x9: torch.Tensor) -> tuple[float, float]:
+    """Mean frame-to-frame rotation step (degrees) and translation step (L1 per coordinate)."""
+    from emoportraits.models.geometry import pose9_to_rigid
+
+    r, t = pose9_to_rigid(x9)
+    return float(angle_deg(r[..., 1:, :, :], r[..., :-1, :, :]).mean()), float((t[..., 1:, :] - t[..., :-1, :]).abs().mean())
+
+
+def mean_pose(x9: torch.Tensor) -> torch.Tensor:
+    """The mean of (…, 9) poses: 6D parts averaged then Gram–Schmidt, translations averaged."""
+    from emoportraits.models.geometry import project_pose9
+
+    return project_pose9(x9.reshape(-1, 9).mean(0))
+
+
+@torch.inference_mode()
+def evaluate(model_dir: Path, whisper: str, data: Path, segment: tuple, length: int, train_segment: tuple,
+             train_data: Path, samples: int, reference: str) -> dict:
+    from emoportraits.audio import WhisperFeatures
+    from emoportraits.data.pose_clips import PoseClipDataset
+    from emoportraits.models import PoseGenerator
+    from emoportraits.models.geometry import project_pose9, relative_pose9
+
+    gen = PoseGenerator.from_pretrained(model_dir).eval()
+    w = WhisperFeatures(whisper)
+    k, hop = gen.config.audio_frames_per_step, max(1, length // 4)
+    held = windows(PoseClipDataset(data, w, clip_frames=(2, 2), frames_per_step=k, segment=segment), length, hop)
+    train = windows(PoseClipDataset(train_data, w, clip_frames=(2, 2), frames_per_step=k, segment=train_segment),
+                    length, hop)
+    audio = torch.stack([it["audio"] for it in held])
+    det = project_pose9(gen(audio, temperature=0.0))
+    sampled = [project_pose9(gen(audio, generator=torch.Generator().manual_seed(s))) for s in range(samples)]
+    out = {"windows": len(held)}
+    tables = [(MOTION, "motion", relative_pose9)]
+    if reference == "canonical":           # absolute poses are only a prediction of a canonical-frame model
+        tables.append((ABSOLUTE, "pose9", lambda x: x))
+    for name, key, rel in tables:
+        real = torch.stack([it[key] for it in held])                                  # (N, L, 9)
+        first = real[:, :1].expand_as(real)
+        rows = {"first pose of the clip": errors(first, real),
+                "mean training pose": errors(mean_pose(torch.stack([it[key] for it in train])).expand_as(real), real),
+                "generated, temperature 0": errors(rel(det), real)}
+        rows[f"generated, temperature 1 (×{samples})"] = tuple(np.mean([errors(rel(x), real) for x in sampled], 0))
+        out[name] = rows
+    real = torch.stack([it["pose9"] for it in held])
+    out["jitter"] = {"real": jitter(real), "generated, temperature 0": jitter(det),
+                     "generated, temperature 1": tuple(np.mean([jitter(x) for x in sampled], 0))}
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=300, help="generator updates (default: 300)")
+    p.add_argument("--train-fraction", type=float, default=0.75,
+                   help="first part of every clip trained on, the rest held out (default: 0.75)")
+    p.add_argument("--held-out", default="d06", help="video name prefixes held out entirely (default: d06; '' for none)")
+    p.add_argument("--window", type=int, default=32, help="frames per training / evaluation window (default: 32)")
+    p.add_argument("--reference", default="first", choices=["first", "canonical"],
+                   help="training target (data.reference): the motion since the window's first frame (default) "
+                        "or absolute poses from the labels' canonical frame")
+    p.add_argument("--samples", type=int, default=4, help="seeds of the sampled evaluation (default: 4)")
+    p.add_argument("--whisper", help="a Whisper model id/folder (default: a tiny random one built here)")
+    p.add_argument("--work-dir", type=Path, help="keep everything here (default: a temporary folder)")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides of train/configs/pose_tiny.yaml")
+    args = p.parse_args()
+    videos = [v for v in sorted((SHARED / "media" / "driving").glob("*.mp4")) if v.name.startswith(AUDIO_CLIPS)]
+    if not videos:
+        raise SystemExit(f"no clips under {SHARED / 'media' / 'driving'}; set EMOPORTRAITS_SHARED")
+    held = tuple(s.strip() for s in args.held_out.split(",") if s.strip())
+    split = {"train": [v for v in videos if not v.name.startswith(held or ("\0",))],
+             "heldout": [v for v in videos if held and v.name.startswith(held)]}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work_dir or Path(tmp)
+        for name, vids in split.items():
+            if vids:
+                prepare(vids, work / f"{name}_videos", work / name, 300)
+        whisper = args.whisper
+        if whisper is None:
+            sys.path.insert(0, str(REPO / "tests"))
+            from helpers import tiny_whisper
+            tiny_whisper().save_pretrained(work / "whisper")
+            whisper = str(work / "whisper")
+        seg = (0.0, args.train_fraction)
+        shutil.rmtree(work / "run", ignore_errors=True)           # a fresh run, never a resumed one
+        t0 = time.monotonic()
+        run([Path(sys.executable).with_name("accelerate"), "launch", "--cpu", "--num_processes", "1",
+             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+             "--num_cpu_threads_per_process", "1", REPO / "train" / "train_pose.py",
+             "--config", REPO / "train" / "configs" / "pose_tiny.yaml",
+             f"whisper.model={whisper}", f"data.path={work / 'train'}", f"data.segment=[0.0, {args.train_fraction}]",
+             f"data.clip_frames=[{args.window}, {args.window}]", f"log.output_dir={work / 'run'}",
+             f"optim.max_steps={args.steps}", f"log.checkpoint_every={args.steps}", "log.tracker=null",
+             "log.log_every=50", f"data.reference={args.reference}", *args.overrides])
+        minutes = (time.monotonic() - t0) / 60
+        results = {"held-out end of the training videos": evaluate(
+            work / "run" / "final", whisper, work / "train", (args.train_fraction, 1.0), args.window, seg,
+            work / "train", args.samples, args.reference)}
+        if split["heldout"]:
+            results["held-out videos"] = evaluate(work / "run" / "final", whisper, work / "heldout", (0.0, 1.0),
+                                                  args.window, seg, work / "train", args.samples, args.reference)
+    print(f"\ntrained {args.steps} steps (target: {args.reference}) in {minutes:.1f} min on the first {args.train_fraction:.0%} of "
+          f"{', '.join(v.stem[:3] for v in split['train'])}; windows of {args.window} frames")
+    for name, res in results.items():
+        print(f"\n{name}: {res['windows']} windows of {args.window} frames (every {max(1, args.window // 4)})")
+        for table in (t for t in (MOTION, ABSOLUTE) if t in res):
+            print(f"  {table:<44}{'rotation err (°)':>18}{'translation L1':>16}")
+            for row, (r, t) in res[table].items():
+                print(f"    {row:<42}{r:>18.3f}{t:>16.4f}")
+        print(f"  {'jitter (mean step per frame)':<44}{'rotation (°)':>18}{'translation':>16}")
+        for row, (r, t) in res["jitter"].items():
+            print(f"    {row:<42}{r:>18.3f}{t:>16.4f}")
+
+if __name__ == "__main__":
+    main()

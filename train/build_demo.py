@@ -1,0 +1,161 @@
+"""Build the demo checkpoint bundled in assets/default-model, from videos, with the project's own
+training scripts — the whole recipe in one command, on the CPU:
+
+    python train/build_demo.py --videos ../shared/media/driving --out assets/default-model
+
+1. `emoportraits prepare-data --with-audio --stride 1`: 64² crops, masks, pose labels and audio.
+2. A random-weight Whisper (seed 0; no pretrained Whisper is reachable offline, see
+   `emoportraits.audio.random_whisper`) → OUT/whisper.
+3. train/train_main.py, train/configs/tiny.yaml, for --main-minutes → OUT (the main model).
+4. train/fit_mouth_pca.py with that model (E_motion's z of the training frames).
+5. train/train_speech.py, train/configs/speech_tiny.yaml, for --speech-steps → OUT/speech.
+6. train/train_pose.py, train/configs/pose_tiny.yaml, for --pose-steps → OUT/pose.
+7. A model card (OUT/README.md) naming the videos used, the recipe and the figures of the run.
+
+Everything is written in --work-dir first; OUT is replaced only when every stage succeeded. With
+the same --work-dir, a rerun skips the stages whose output is already there.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ACCELERATE = [str(Path(sys.executable).with_name("accelerate")), "launch", "--cpu", "--num_processes", "1",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+
+CARD = """---
+license: apache-2.0
+library_name: emoportraits
+tags: [emoportraits, talking-head, demo]
+---
+# emoportraits demo checkpoint (64², CPU-trained)
+
+A **low-resolution demo** of the whole system — main model (tiny preset, 64² crops), E_aud (speech),
+the speech-to-head-pose generator and the random-weight Whisper encoder they were trained with —
+small enough to ship inside the repository and to run on any CPU. It shows every code path; it does
+**not** show the quality of EMOPortraits. For real results convert the authors' released weights
+(`emoportraits convert --checkpoint … --head-pose … --out released/`) and pass `--model released/`.
+
+Whisper here has random weights (seed 0): no pretrained Whisper can be downloaded where this was
+built. Its features are a fixed random function of the log-mel spectrogram, so the speech and pose
+parts react to loudness and spectral shape, not to phonemes.
+
+## Recipe
+
+```
+{command}
+```
+
+Stages (train/build_demo.py): prepare-data (64², stride 1, with audio) → random Whisper (seed 0)
+→ train/train_main.py (train/configs/tiny.yaml, {main_minutes} min) → train/fit_mouth_pca.py →
+train/train_speech.py (train/configs/speech_tiny.yaml, {speech_steps} steps) → train/train_pose.py
+(train/configs/pose_tiny.yaml, {pose_steps} steps). Run on {machine}; main model: {main_steps} steps.
+
+## Training data
+
+{videos}
+
+These clips come from the project's test media (see its README for origin, licences and
+attributions): LivePortrait example driving videos (MIT) and one GRID corpus clip (CC BY 4.0,
+Cooke et al., "An audio-visual corpus for speech perception and automatic speech recognition",
+JASA 2006). The videos themselves are not distributed with this checkpoint.
+"""
+
+
+def run(cmd: list, **kwargs) -> None:
+    print("+", " ".join(str(c) for c in cmd), file=sys.stderr, flush=True)
+    subprocess.run([str(c) for c in cmd], check=True, **kwargs)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--videos", type=Path, required=True, help="folder of training videos (one identity each)")
+    p.add_argument("--out", type=Path, default=REPO / "assets" / "default-model", help="bundle folder to write")
+    p.add_argument("--main-minutes", type=float, default=20.0, help="main-model training budget (default: 20)")
+    p.add_argument("--main-steps", type=int, default=4000, help="main-model cosine schedule length (default: 4000)")
+    p.add_argument("--speech-steps", type=int, default=600, help="E_aud training steps (default: 600)")
+    p.add_argument("--pose-steps", type=int, default=600, help="pose-generator training steps (default: 600)")
+    p.add_argument("--frames-per-clip", type=int, default=300, help="frames kept per video (default: 300)")
+    p.add_argument("--work-dir", type=Path, help="keep intermediate files here (default: a temporary folder)")
+    args = p.parse_args()
+    videos = sorted(v for v in args.videos.iterdir() if v.suffix.lower() in (".mp4", ".mov", ".mkv", ".webm"))
+    if not videos:
+        raise SystemExit(f"{args.videos}: no videos")
+    command = "python train/build_demo.py " + " ".join(sys.argv[1:])
+    with tempfile.TemporaryDirectory() as tmp:
+        work = (args.work_dir or Path(tmp)).resolve()
+        bundle = work / "bundle"
+        shutil.rmtree(bundle, ignore_errors=True)
+        folder = work / "videos"
+        for v in videos:                                  # identity = first folder level
+            (folder / v.stem).mkdir(parents=True, exist_ok=True)
+            if not (folder / v.stem / v.name).exists():
+                (folder / v.stem / v.name).symlink_to(v.resolve())
+        data = work / "data"
+        run([sys.executable, "-m", "emoportraits", "prepare-data", "--videos", folder, "--out", data,
+             "--dataset-name", "voxceleb2", "--resolution", "64", "--frames-per-clip", args.frames_per_clip,
+             "--stride", "1", "--with-audio", "--quiet"])
+
+        from emoportraits.audio import random_whisper
+        if not (work / "whisper" / "config.json").exists():
+            random_whisper(d_model=64, layers=2, heads=4, window_frames=250, seed=0,
+                           vocab_size=64).save_pretrained(work / "whisper")
+
+        start = time.monotonic()
+        if not (work / "main" / "final").exists():
+            run(ACCELERATE + [REPO / "train" / "train_main.py", "--config", REPO / "train/configs/tiny.yaml",
+                              f"data.0.path={data}", "data.0.pair_jitter=0.3", f"log.output_dir={work / 'main'}",
+                              "log.tracker=null", f"optim.max_steps={args.main_steps}",
+                              f"optim.max_minutes={args.main_minutes}", "log.checkpoint_every=500"])
+        main_steps = sum(1 for _ in (work / "main" / "metrics.jsonl").open())
+        if not (work / "mouth_pca.safetensors").exists():
+            run([sys.executable, REPO / "train" / "fit_mouth_pca.py", "--model", work / "main" / "final", "--data", data,
+                 "--components", "8", "--out", work / "mouth_pca.safetensors", "--quiet"])
+        if not (work / "speech" / "final").exists():
+            run(ACCELERATE + [REPO / "train" / "train_speech.py", "--config", REPO / "train/configs/speech_tiny.yaml",
+                              f"model.main={work / 'main' / 'final'}", f"whisper.model={work / 'whisper'}",
+                              f"data.path={data}", f"networks.mouth_pca={work / 'mouth_pca.safetensors'}",
+                              f"log.output_dir={work / 'speech'}", f"optim.max_steps={args.speech_steps}",
+                              f"optim.teacher_forcing_steps={args.speech_steps // 2}", "optim.lr=1.0e-3",
+                              f"log.checkpoint_every={args.speech_steps}"])
+        if not (work / "pose" / "final").exists():
+            run(ACCELERATE + [REPO / "train" / "train_pose.py", "--config", REPO / "train/configs/pose_tiny.yaml",
+                              f"data.path={data}", f"whisper.model={work / 'whisper'}",
+                              f"log.output_dir={work / 'pose'}", f"optim.max_steps={args.pose_steps}",
+                              f"log.checkpoint_every={args.pose_steps}"])
+        minutes = (time.monotonic() - start) / 60
+
+        shutil.copytree(work / "main" / "final", bundle)
+        shutil.copytree(work / "speech" / "final", bundle / "speech")
+        shutil.copytree(work / "pose" / "final", bundle / "pose")
+        shutil.copytree(work / "whisper", bundle / "whisper")
+        listing = "\n".join(f"- `{v.name}`" for v in videos)
+        (bundle / "README.md").write_text(CARD.format(
+            command=command, main_minutes=args.main_minutes, speech_steps=args.speech_steps,
+            pose_steps=args.pose_steps, main_steps=main_steps, videos=listing,
+            machine=f"{os.cpu_count()} CPU cores, {minutes:.0f} min of training"))
+        (bundle / "build.json").write_text(json.dumps({"videos": [v.name for v in videos], "main_steps": main_steps,
+                                                       "command": command}, indent=2))
+        out = args.out.resolve()
+        if out.exists():                 # replace only now, when every stage has succeeded
+            old = out.with_name(out.name + ".old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+            shutil.move(str(bundle), out)
+            shutil.rmtree(old)
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(bundle), out)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
