@@ -38,6 +38,32 @@ def parser(doc: str) -> argparse.ArgumentParser:
     return p
 
 
+def add_clip_arguments(p: argparse.ArgumentParser, part: str, part_help: str) -> None:
+    """The options of the audio-driven protocols: clips, the bundle part (``--speech-model`` or
+    ``--pose-model``) and the Whisper encoder."""
+    p.add_argument("--clips", required=True, type=Path, help="folder of videos with an audio track")
+    p.add_argument(f"--{part}-model", help=f"{part_help} folder (default: MODEL/{part})")
+    p.add_argument("--whisper", help="Whisper folder or Hub id (default: MODEL/whisper, else openai/whisper-tiny)")
+    p.add_argument("--max-clips", type=int, help="use the first N clips that have audio")
+
+
+def audio_clips(args, part: str) -> tuple[list[Path], str, str]:
+    """(the clips that have audio, the ``part`` model folder, the Whisper id/folder) for ``args``."""
+    from emoportraits.bundle import component_path
+    from emoportraits.errors import EmoPortraitsError
+    from emoportraits.media.video import VIDEO_EXTENSIONS, has_audio
+    from emoportraits.metrics.protocols import list_files
+
+    clips = [c for c in list_files(args.clips, VIDEO_EXTENSIONS, "videos") if has_audio(c)][:args.max_clips]
+    if not clips:
+        raise EmoPortraitsError(f"{args.clips}: no video with an audio track")
+    part_dir = getattr(args, f"{part}_model") or component_path(args.model, part)
+    if part_dir is None:
+        raise EmoPortraitsError(f"{args.model} has no {part}/ part; pass --{part}-model")
+    whisper = args.whisper or component_path(args.model, "whisper") or "openai/whisper-tiny"
+    return clips, part_dir, whisper
+
+
 def config(args):
     from emoportraits.metrics.protocols import EvalConfig
 

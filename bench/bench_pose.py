@@ -8,14 +8,17 @@
    entirely (prepared apart, never trained on).
 4. On held-out windows of --window frames (starting every --window / 4 frames): mean rotation error
    (geodesic angle, degrees) and translation L1 (crop units) of the generated poses (temperature 0:
-   the deterministic output; temperature 1: sampled, mean of --samples seeds) against the real ones,
-   and two constant baselines: the first pose of the window, and the mean training pose (over the
-   training windows). On the motion since the window's first frame (the default training target and
+   the deterministic output; temperature 1: sampled, mean of --samples seeds; both given the window's
+   first absolute pose, known at inference as the portrait's) against the real ones, and three
+   baselines: the first pose of the window held ("no motion"), the mean training pose, and the mean
+   training motion per frame (over the training windows) — one metric code for all of them, per held-out
+   set and pooled over all held-out windows. On the motion since the window's first frame (the default training target and
    what inference uses; there the first-pose baseline is "no motion"), and with --reference canonical
    also on absolute poses (from the labels' canonical frame, that model's target). Jitter: the mean
    frame-to-frame rotation step (degrees) and translation step of generated vs real sequences.
 
-    python bench/bench_pose.py --steps 300
+    python bench/bench_pose.py                 # final figures
+    python bench/bench_pose.py --validate      # choosing settings (never on the held-out parts)
 """
 from __future__ import annotations
 
@@ -65,21 +68,22 @@ def angle_deg(ra: torch.Tensor, rb: torch.Tensor) -> torch.Tensor:
     return torch.rad2deg(torch.arccos(cos.clamp(-1, 1)))
 
 
-def errors(pred9: torch.Tensor, real9: torch.Tensor) -> tuple[float, float]:
-    """Mean rotation error (degrees) and mean translation L1 (per coordinate) over all frames."""
+def errors(pred9: torch.Tensor, real9: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Per window (N,): mean rotation error (degrees) and mean translation L1 (per coordinate) over its frames."""
     from emoportraits.models.geometry import pose9_to_rigid
 
     rp, tp = pose9_to_rigid(pred9)
     rr, tr = pose9_to_rigid(real9)
-    return float(angle_deg(rp, rr).mean()), float((tp - tr).abs().mean())
+    return angle_deg(rp, rr).mean(-1).numpy(), (tp - tr).abs().mean((-1, -2)).numpy()
 
 
-def jitter(x9: torch.Tensor) -> tuple[float, float]:
-    """Mean frame-to-frame rotation step (degrees) and translation step (L1 per coordinate)."""
+def jitter(x9: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Per window (N,): mean frame-to-frame rotation step (degrees) and translation step (L1 per coordinate)."""
     from emoportraits.models.geometry import pose9_to_rigid
 
     r, t = pose9_to_rigid(x9)
-    return float(angle_deg(r[..., 1:, :, :], r[..., :-1, :, :]).mean()), float((t[..., 1:, :] - t[..., :-1, :]).abs().mean())
+    return (angle_deg(r[..., 1:, :, :], r[..., :-1, :, :]).mean(-1).numpy(),
+            (t[..., 1:, :] - t[..., :-1, :]).abs().mean((-1, -2)).numpy())
 
 
 def mean_pose(x9: torch.Tensor) -> torch.Tensor:
@@ -92,6 +96,8 @@ def mean_pose(x9: torch.Tensor) -> torch.Tensor:
 @torch.inference_mode()
 def evaluate(model_dir: Path, whisper: str, data: Path, segment: tuple, length: int, train_segment: tuple,
              train_data: Path, samples: int, reference: str) -> dict:
+    """Per-window figures (arrays of N windows) of every method, by one metric code: the generated
+    poses get the audio and the window's first absolute pose (known at inference: the portrait's)."""
     from emoportraits.audio import WhisperFeatures
     from emoportraits.data.pose_clips import PoseClipDataset
     from emoportraits.models import PoseGenerator
@@ -104,29 +110,44 @@ def evaluate(model_dir: Path, whisper: str, data: Path, segment: tuple, length: 
     train = windows(PoseClipDataset(train_data, w, clip_frames=(2, 2), frames_per_step=k, segment=train_segment),
                     length, hop)
     audio = torch.stack([it["audio"] for it in held])
-    det = project_pose9(gen(audio, temperature=0.0))
-    sampled = [project_pose9(gen(audio, generator=torch.Generator().manual_seed(s))) for s in range(samples)]
+    initial = torch.stack([it["pose9"][0] for it in held])
+    det = project_pose9(gen(audio, temperature=0.0, initial_pose=initial))
+    sampled = [project_pose9(gen(audio, generator=torch.Generator().manual_seed(s), initial_pose=initial))
+               for s in range(samples)]
     out = {"windows": len(held)}
     tables = [(MOTION, "motion", relative_pose9)]
     if reference == "canonical":           # absolute poses are only a prediction of a canonical-frame model
         tables.append((ABSOLUTE, "pose9", lambda x: x))
     for name, key, rel in tables:
         real = torch.stack([it[key] for it in held])                                  # (N, L, 9)
-        first = real[:, :1].expand_as(real)
-        rows = {"first pose of the clip": errors(first, real),
-                "mean training pose": errors(mean_pose(torch.stack([it[key] for it in train])).expand_as(real), real),
+        train_real = torch.stack([it[key] for it in train])
+        rows = {"no motion (first pose held)": errors(real[:, :1].expand_as(real), real),
+                "mean training pose": errors(mean_pose(train_real).expand_as(real), real),
+                "mean training motion (per frame)": errors(
+                    project_pose9(train_real.mean(0)).expand_as(real), real),
                 "generated, temperature 0": errors(rel(det), real)}
-        rows[f"generated, temperature 1 (×{samples})"] = tuple(np.mean([errors(rel(x), real) for x in sampled], 0))
+        per_seed = [errors(rel(x), real) for x in sampled]
+        rows[f"generated, temperature 1 (×{samples})"] = tuple(np.mean([e[i] for e in per_seed], 0) for i in (0, 1))
         out[name] = rows
     real = torch.stack([it["pose9"] for it in held])
+    jit = [jitter(x) for x in sampled]
     out["jitter"] = {"real": jitter(real), "generated, temperature 0": jitter(det),
-                     "generated, temperature 1": tuple(np.mean([jitter(x) for x in sampled], 0))}
+                     "generated, temperature 1": tuple(np.mean([j[i] for j in jit], 0) for i in (0, 1))}
+    return out
+
+
+def pooled(results: list[dict]) -> dict:
+    """The held-out sets together: every window weighs the same."""
+    out = {"windows": sum(r["windows"] for r in results)}
+    for table in (t for t in (MOTION, ABSOLUTE, "jitter") if t in results[0]):
+        out[table] = {row: tuple(np.concatenate([r[table][row][i] for r in results]) for i in (0, 1))
+                      for row in results[0][table]}
     return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=300, help="generator updates (default: 300)")
+    p.add_argument("--steps", type=int, default=600, help="generator updates (default: 600)")
     p.add_argument("--train-fraction", type=float, default=0.75,
                    help="first part of every clip trained on, the rest held out (default: 0.75)")
     p.add_argument("--held-out", default="d06", help="video name prefixes held out entirely (default: d06; '' for none)")
@@ -135,6 +156,9 @@ def main() -> None:
                    help="training target (data.reference): the motion since the window's first frame (default) "
                         "or absolute poses from the labels' canonical frame")
     p.add_argument("--samples", type=int, default=4, help="seeds of the sampled evaluation (default: 4)")
+    p.add_argument("--validate", action="store_true",
+                   help="choose settings without the test sets: train on the first two thirds of --train-fraction "
+                        "of every training clip, evaluate on the rest of it (the held-out parts stay unseen)")
     p.add_argument("--whisper", help="a Whisper model id/folder (default: a tiny random one built here)")
     p.add_argument("--work-dir", type=Path, help="keep everything here (default: a temporary folder)")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides of train/configs/pose_tiny.yaml")
@@ -148,43 +172,49 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work_dir or Path(tmp)
         for name, vids in split.items():
-            if vids:
+            if vids and not (work / name).exists():         # --work-dir: prepared once, reused
                 prepare(vids, work / f"{name}_videos", work / name, 300)
         whisper = args.whisper
-        if whisper is None:
+        if whisper is None and (work / "whisper").is_dir():
+            whisper = str(work / "whisper")                  # the one built on an earlier run (--work-dir)
+        elif whisper is None:
             sys.path.insert(0, str(REPO / "tests"))
             from helpers import tiny_whisper
             tiny_whisper().save_pretrained(work / "whisper")
             whisper = str(work / "whisper")
-        seg = (0.0, args.train_fraction)
+        fit = args.train_fraction * 2 / 3 if args.validate else args.train_fraction
+        seg = (0.0, fit)
         shutil.rmtree(work / "run", ignore_errors=True)           # a fresh run, never a resumed one
         t0 = time.monotonic()
         run([Path(sys.executable).with_name("accelerate"), "launch", "--cpu", "--num_processes", "1",
              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
              "--num_cpu_threads_per_process", "1", REPO / "train" / "train_pose.py",
              "--config", REPO / "train" / "configs" / "pose_tiny.yaml",
-             f"whisper.model={whisper}", f"data.path={work / 'train'}", f"data.segment=[0.0, {args.train_fraction}]",
+             f"whisper.model={whisper}", f"data.path={work / 'train'}", f"data.segment=[0.0, {fit}]",
              f"data.clip_frames=[{args.window}, {args.window}]", f"log.output_dir={work / 'run'}",
              f"optim.max_steps={args.steps}", f"log.checkpoint_every={args.steps}", "log.tracker=null",
              "log.log_every=50", f"data.reference={args.reference}", *args.overrides])
         minutes = (time.monotonic() - t0) / 60
-        results = {"held-out end of the training videos": evaluate(
-            work / "run" / "final", whisper, work / "train", (args.train_fraction, 1.0), args.window, seg,
+        end = (fit, args.train_fraction) if args.validate else (args.train_fraction, 1.0)
+        results = {("validation part of the training videos" if args.validate else
+                    "held-out end of the training videos"): evaluate(
+            work / "run" / "final", whisper, work / "train", end, args.window, seg,
             work / "train", args.samples, args.reference)}
-        if split["heldout"]:
+        if split["heldout"] and not args.validate:
             results["held-out videos"] = evaluate(work / "run" / "final", whisper, work / "heldout", (0.0, 1.0),
                                                   args.window, seg, work / "train", args.samples, args.reference)
-    print(f"\ntrained {args.steps} steps (target: {args.reference}) in {minutes:.1f} min on the first {args.train_fraction:.0%} of "
+            results["all held-out windows (pooled)"] = pooled(list(results.values()))
+    print(f"\ntrained {args.steps} steps (target: {args.reference}) in {minutes:.1f} min on the first {fit:.0%} of "
           f"{', '.join(v.stem[:3] for v in split['train'])}; windows of {args.window} frames")
     for name, res in results.items():
         print(f"\n{name}: {res['windows']} windows of {args.window} frames (every {max(1, args.window // 4)})")
         for table in (t for t in (MOTION, ABSOLUTE) if t in res):
             print(f"  {table:<44}{'rotation err (°)':>18}{'translation L1':>16}")
             for row, (r, t) in res[table].items():
-                print(f"    {row:<42}{r:>18.3f}{t:>16.4f}")
+                print(f"    {row:<42}{np.mean(r):>18.3f}{np.mean(t):>16.4f}")
         print(f"  {'jitter (mean step per frame)':<44}{'rotation (°)':>18}{'translation':>16}")
         for row, (r, t) in res["jitter"].items():
-            print(f"    {row:<42}{r:>18.3f}{t:>16.4f}")
+            print(f"    {row:<42}{np.mean(r):>18.3f}{np.mean(t):>16.4f}")
 
 if __name__ == "__main__":
     main()

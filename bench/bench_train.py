@@ -78,6 +78,7 @@ def main() -> None:
     p.add_argument("--pair-jitter", type=float, default=0.3, help="pair colour jitter (default: 0.3; 0 = off)")
     p.add_argument("--max-steps", type=int, default=3000, help="length of the cosine schedule (default: 3000)")
     p.add_argument("--work-dir", type=Path, help="keep data and run here (default: a temporary folder)")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="more training-config overrides")
     args = p.parse_args()
     videos = sorted((SHARED / "media" / "driving").glob("*.mp4"))
     if not videos:
@@ -91,13 +92,16 @@ def main() -> None:
         prepare(train_v, work / "train", args.frames_per_clip, stride=2)
         prepare(test_v, work / "heldout", 40, stride=4)
         run = work / "run"
+        if run.exists():          # a kept --work-dir: train again from scratch, not resume a finished run
+            import shutil
+            shutil.rmtree(run)
         start = time.monotonic()
         subprocess.run([str(Path(sys.executable).with_name("accelerate")), "launch", "--cpu", "--num_processes", "1",
                         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                         str(REPO / "train" / "train_main.py"), "--config", str(REPO / "train/configs/tiny.yaml"),
                         f"data.0.path={work / 'train'}", f"data.0.pair_jitter={args.pair_jitter}", f"log.output_dir={run}", "log.tracker=null",
                         f"optim.max_steps={args.max_steps}", f"optim.max_minutes={args.minutes}",
-                        "log.checkpoint_every=500"], check=True)
+                        "log.checkpoint_every=500", *args.overrides], check=True)
         minutes = (time.monotonic() - start) / 60
         steps = sum(1 for _ in (run / "metrics.jsonl").open())
         trained = evaluate(run / "final", work / "heldout")

@@ -54,35 +54,23 @@ def plot(curves: list[tuple[str, float, np.ndarray, list[np.ndarray]]], path: Pa
 
 def main() -> None:
     p = common.parser(__doc__)
-    p.add_argument("--clips", required=True, type=Path, help="folder of videos with an audio track")
-    p.add_argument("--pose-model", help="PoseGenerator folder (default: MODEL/pose)")
-    p.add_argument("--whisper", help="Whisper folder or Hub id (default: MODEL/whisper, else openai/whisper-tiny)")
+    common.add_clip_arguments(p, "pose", "PoseGenerator")
     p.add_argument("--seeds", type=int, default=3, help="generated samples per clip (default 3)")
     p.add_argument("--temperature", type=float, default=1.0, help="noise scale of the generator (default 1)")
-    p.add_argument("--max-clips", type=int, help="use the first N clips that have audio")
     args = p.parse_args()
 
     from emoportraits.audio import WhisperFeatures, load_audio
-    from emoportraits.bundle import component_path
-    from emoportraits.errors import EmoPortraitsError
-    from emoportraits.media.video import VIDEO_EXTENSIONS, has_audio
     from emoportraits.metrics.pose import rotation_from_theta
-    from emoportraits.metrics.protocols import Accumulator, list_files, motion, progress, video_crops
+    from emoportraits.metrics.protocols import Accumulator, motion, progress, video_crops
     from emoportraits.metrics.report import Column, markdown_table, write_report
     from emoportraits.metrics.sequences import frame_energy, pose_statistics, seed_diversity
     from emoportraits.models import PoseGenerator
     from emoportraits.poses import generate_poses
 
     cfg = common.config(args)
-    clips = [c for c in list_files(args.clips, VIDEO_EXTENSIONS, "videos") if has_audio(c)][:args.max_clips]
-    if not clips:
-        raise EmoPortraitsError(f"{args.clips}: no video with an audio track")
-    pose_dir = args.pose_model or component_path(args.model, "pose")
-    if pose_dir is None:
-        raise EmoPortraitsError(f"{args.model} has no pose/ part (the speech-to-pose generator); pass --pose-model")
+    clips, pose_dir, whisper_id = common.audio_clips(args, "pose")
     generator = PoseGenerator.from_pretrained(pose_dir).to(args.device).eval()
-    whisper = WhisperFeatures(args.whisper or component_path(args.model, "whisper") or "openai/whisper-tiny",
-                              device=args.device)
+    whisper = WhisperFeatures(whisper_id, device=args.device)
     pipe = common.pipeline(args)
     accs = {REAL: Accumulator(), GEN: Accumulator(), STILL: Accumulator()}
     curves = []

@@ -9,38 +9,25 @@ OUT/speech.md and OUT/speech.png.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import _eval_common as common
 
 
 def main() -> None:
     p = common.parser(__doc__)
-    p.add_argument("--clips", required=True, type=Path, help="folder of videos with an audio track")
-    p.add_argument("--speech-model", help="E_aud folder (default: MODEL/speech)")
-    p.add_argument("--whisper", help="Whisper folder or Hub id (default: MODEL/whisper, else openai/whisper-tiny)")
+    common.add_clip_arguments(p, "speech", "E_aud (SpeechEncoder)")
     p.add_argument("--pose", default="gt", choices=["gt", "still"],
                    help="head poses: the clip's own (default) or still")
-    p.add_argument("--max-clips", type=int, help="use the first N clips that have audio")
     args = p.parse_args()
 
     from emoportraits.audio import WhisperFeatures
-    from emoportraits.bundle import component_path
-    from emoportraits.errors import EmoPortraitsError
-    from emoportraits.media.video import VIDEO_EXTENSIONS, has_audio
-    from emoportraits.metrics.protocols import Scorers, list_files
+    from emoportraits.metrics.protocols import Scorers
     from emoportraits.metrics.report import write_report
     from emoportraits.metrics.speech import run_speech
     from emoportraits.models import SpeechEncoder
 
     cfg = common.config(args)
-    clips = [c for c in list_files(args.clips, VIDEO_EXTENSIONS, "videos") if has_audio(c)][:args.max_clips]
-    if not clips:
-        raise EmoPortraitsError(f"{args.clips}: no video with an audio track")
-    speech_dir = args.speech_model or component_path(args.model, "speech")
-    if speech_dir is None:
-        raise EmoPortraitsError(f"{args.model} has no speech/ part; pass --speech-model")
-    whisper = args.whisper or component_path(args.model, "whisper") or "openai/whisper-tiny"
+    clips, speech_dir, whisper = common.audio_clips(args, "speech")
     pipe = common.pipeline(args)
     scorers = Scorers(cfg)
     result = run_speech(pipe, clips, SpeechEncoder.from_pretrained(speech_dir),

@@ -32,6 +32,13 @@ def default_model() -> str:
                             "repo id) and no bundled model; pass --model or set EMOPORTRAITS_MODEL")
 
 
+def looks_local(name: str) -> bool:
+    """Whether ``name`` means a folder rather than a Hub repo id. Hub ids are ``name`` or
+    ``owner/name``; anything that exists, starts like a path or has more than one ``/`` is a folder."""
+    return os.path.exists(name) or name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" \
+        and os.sep in name
+
+
 def component_path(model: str | os.PathLike, component: str) -> str | None:
     """The local folder of ``component`` (one of COMPONENTS) in a bundle folder or Hub repo, or None."""
     if component not in COMPONENTS:

@@ -133,14 +133,15 @@ def _bundle_part(given: str | None, model: str | None, component: str, flag: str
 
 def _load_part(cls, name: str, flag: str):
     """``cls.from_pretrained(name)`` with one-line errors (no such folder, offline Hub, bad weights)."""
+    from .bundle import looks_local
     from .errors import WeightsMismatchError
 
-    looks_local = os.path.exists(name) or name.startswith((".", "/", "~")) or os.sep in name.strip("/")
+    local = looks_local(name)
     path = os.path.expanduser(name)
-    if looks_local and not os.path.isdir(path):
+    if local and not os.path.isdir(path):
         raise EmoPortraitsError(f"{flag} {name}: no such model folder")
     try:
-        return cls.from_pretrained(path if looks_local else name)
+        return cls.from_pretrained(path if local else name)
     except (WeightsMismatchError, FileNotFoundError):
         raise
     except Exception as e:  # Hub errors (offline, unknown repo), another model's config

@@ -18,6 +18,7 @@ from typing import Callable, Iterator, Union
 import numpy as np
 import torch
 
+from .bundle import looks_local
 from .errors import EmoPortraitsError, MediaError
 from .models import Avatar, EmoPortraits
 from .models.geometry import theta_from_raw9
@@ -89,15 +90,17 @@ class EmoPortraitsPipeline:
         from .media.mask import PortraitMasker
 
         name = str(model)
-        looks_local = os.path.exists(name) or name.startswith((".", "/", "~")) or os.sep in name.strip("/")
-        if looks_local and not os.path.isdir(os.path.expanduser(name)):
+        local = looks_local(name)
+        if local and not os.path.isdir(os.path.expanduser(name)):
             raise EmoPortraitsError(f"{name}: no such model folder; pass a folder written by "
                                     f"save_pretrained / `emoportraits convert`, or a Hub repo id")
         try:
-            net = EmoPortraits.from_pretrained(os.path.expanduser(name) if looks_local else name)
-        except (EmoPortraitsError, FileNotFoundError, ValueError):
+            net = EmoPortraits.from_pretrained(os.path.expanduser(name) if local else name)
+        except EmoPortraitsError:
             raise
-        except Exception as e:  # Hub errors: offline, unknown repo, no access
+        except Exception as e:  # a broken folder keeps its own message; Hub errors: offline, unknown repo
+            if local and isinstance(e, (FileNotFoundError, ValueError)):
+                raise
             raise EmoPortraitsError(f"{name}: could not load the model ({type(e).__name__}: "
                                     f"{str(e).splitlines()[0] if str(e) else ''})") from None
         net = net.to(device=torch.device(device) if device else default_device(), dtype=dtype)

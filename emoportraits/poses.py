@@ -131,14 +131,17 @@ class PoseSequence:
 
 @torch.inference_mode()
 def generate_poses(pose_model, whisper, audio, fps: float = 25.0, seed: int | None = None,
-                   temperature: float = 1.0, n_frames: int | None = None) -> PoseSequence:
+                   temperature: float = 1.0, n_frames: int | None = None, initial_pose=None) -> PoseSequence:
     """Head motion for ``audio`` at ``fps``: one pose per video frame, round(seconds · fps) frames
     (or ``n_frames``), the first one the identity.
 
     ``pose_model``: a `PoseGenerator`. ``whisper``: a `WhisperFeatures`, or a Hub id / folder of the
     Whisper model it was trained with (any callable samples → (N, D) features with a ``dim``). ``audio``: a file (audio, or a video with sound) or 16 kHz mono
     float samples. ``seed``: the noise draw (None: a random one); ``temperature``: its scale (0 = the
-    deterministic, most likely motion; larger = livelier).
+    deterministic, most likely motion; larger = livelier). ``initial_pose``: the portrait's absolute
+    head pose (9,) (6D rotation + translation in the labels' canonical frame, e.g.
+    ``geometry.pose9_from_raw9`` of its head-pose estimate) for a model trained with that input
+    (``config.initial_pose``); None: a frontal, centred head.
     """
     from .audio import SAMPLE_RATE, WhisperFeatures, align_to_frames, load_audio, n_frames_for
 
@@ -160,6 +163,7 @@ def generate_poses(pose_model, whisper, audio, fps: float = 25.0, seed: int | No
     aligned = align_to_frames(whisper(samples), n, fps, k=cfg.audio_frames_per_step)[None].to(device)
     gen = torch.Generator().manual_seed(int(seed)) if seed is not None else None
     noise = pose_model.make_noise(1, n, temperature, gen, device)
-    x9 = pose_model.eval()(aligned.float(), noise)
+    init = None if initial_pose is None else torch.as_tensor(np.asarray(initial_pose, np.float32)).reshape(1, 9)
+    x9 = pose_model.eval()(aligned.float(), noise, initial_pose=init)
     motion = relative_pose9(project_pose9(x9.float()))[0]           # frame 0 exactly the identity
     return PoseSequence.from_pose9(motion.cpu().numpy(), fps)

@@ -7,7 +7,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # before gradio is 
 for _var in ("NO_PROXY", "no_proxy"):                         # the local server is never behind a proxy
     os.environ[_var] = ",".join(filter(None, [os.environ.get(_var), "127.0.0.1", "localhost"]))
 
-import importlib.util  # noqa: E402
 import socket  # noqa: E402
 from pathlib import Path  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
@@ -27,7 +26,6 @@ from emoportraits.media import probe_video  # noqa: E402
 from emoportraits.models import SpeechEncoder, SpeechEncoderConfig  # noqa: E402
 
 ARTIFACTS = Path(os.environ.get("EMOPORTRAITS_TEST_ARTIFACTS", REPO / "test-artifacts")) / "app"
-HAS_POSES = importlib.util.find_spec("emoportraits.poses") is not None
 LIMITS = dict(max_video_seconds=1.0, max_audio_seconds=3.0, max_image_side=1024)   # small: quick tests
 CHROMIUM = os.environ.get("EMOPORTRAITS_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -41,7 +39,7 @@ def make_bundle(root: Path, parts=("speech", "whisper", "pose")) -> Path:
         SpeechEncoder(SpeechEncoderConfig.tiny()).save_pretrained(root / "speech")
     if "whisper" in parts:
         tiny_whisper().save_pretrained(root / "whisper")
-    if "pose" in parts and importlib.util.find_spec("emoportraits.models.pose_generator"):
+    if "pose" in parts:
         from emoportraits.models.pose_generator import PoseGenerator, PoseGeneratorConfig
         PoseGenerator(PoseGeneratorConfig.tiny()).save_pretrained(root / "pose")
     return root
@@ -152,7 +150,6 @@ def test_bad_inputs_give_one_line_errors_and_the_app_keeps_serving(client, serve
     assert Path(image).exists()
 
 
-@pytest.mark.skipif(not HAS_POSES, reason="emoportraits.poses (the pose generator API) is not there yet")
 def test_generate_poses_api(client, server):
     from gradio_client import handle_file
 
@@ -247,7 +244,6 @@ def test_browser_speech(page, server):
     page.screenshot(path=str(ARTIFACTS / "speech.png"), full_page=True)
 
 
-@pytest.mark.skipif(not HAS_POSES, reason="emoportraits.poses (the pose generator API) is not there yet")
 def test_browser_pose_generation(page, server):
     page.get_by_role("tab", name="Pose generation").click()
     page.locator("#poses-examples tbody tr").first.click()              # the bundled example speech

@@ -195,6 +195,16 @@ def test_model_folder_problems(model_dir, tmp_path, capsys):
     _fails(broken, tmp_path, capsys, shared_media(P03), shared_media(P05), "o.png", "has no model.safetensors")
 
 
+def test_hub_repo_ids_go_to_the_hub(monkeypatch):
+    """`owner/name` is a Hub id (offline here: a one-line error), not a missing folder."""
+    from emoportraits.errors import EmoPortraitsError
+    from emoportraits.pipelines import EmoPortraitsPipeline
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(EmoPortraitsError, match="someone/some-avatar-model: could not load the model"):
+        EmoPortraitsPipeline.from_pretrained("someone/some-avatar-model")
+
+
 def test_bad_options(model_dir, tmp_path, capsys):
     _fails(model_dir, tmp_path, capsys, shared_media(P03), shared_media(D04), "o.mp4",
            "mp4 video has no transparency", "--no-paste-back", "--background", "transparent")

@@ -115,6 +115,29 @@ def test_hub_round_trip_and_strict_loading(tmp_path):
         PoseGenerator.from_pretrained(tmp_path / "pose")
 
 
+def test_initial_pose_condition(tmp_path):
+    g = generator(initial_pose=True)
+    with torch.no_grad():
+        g.initial.weight.normal_(0, 0.5)
+    a, T = audio(70, B=2), 70                                             # windowed too (70 > 32)
+    frontal = g(a, temperature=0.0)
+    ident = torch.tensor([1.0, 0, 0, 0, 1, 0, 0, 0, 0])
+    assert torch.equal(frontal, g(a, temperature=0.0, initial_pose=ident))           # None = frontal
+    turned = project_pose9(torch.tensor([0.8, 0.6, 0, -0.6, 0.8, 0, 0.1, 0, 0]))
+    moved = g(a, temperature=0.0, initial_pose=torch.stack([ident, turned]))
+    assert torch.allclose(moved[0], frontal[0], atol=1e-6) and not torch.allclose(moved[1], frontal[1])
+    assert moved.shape == (2, T, 9)
+    with pytest.raises(ValueError, match="initial_pose"):
+        g(a, initial_pose=torch.zeros(3, 9))
+    g.save_pretrained(tmp_path / "pose")                                  # the input is part of the config
+    loaded = PoseGenerator.from_pretrained(tmp_path / "pose")
+    assert loaded.config.initial_pose and torch.equal(loaded(a, temperature=0.0, initial_pose=turned),
+                                                      g(a, temperature=0.0, initial_pose=turned))
+    plain = generator()                                                   # without the input: ignored
+    assert plain.initial is None and torch.equal(plain(a, temperature=0.0, initial_pose=turned),
+                                                 plain(a, temperature=0.0))
+
+
 def test_config_checks():
     with pytest.raises(ValueError, match="divisible"):
         PoseGeneratorConfig(hidden=30, num_heads=4)

@@ -137,8 +137,10 @@ class PoseGAN:
         self.generator, self.critics, self.w = generator, critics, weights
         self.target = {"canonical": "pose9", "first": "motion"}[reference]
 
-    def fake(self, audio: torch.Tensor) -> torch.Tensor:
-        return project_pose9(self.generator(audio, temperature=1.0))
+    def fake(self, batch: dict) -> torch.Tensor:
+        """Generated poses for the batch's audio, given the first frame's absolute pose (used by a
+        generator with ``initial_pose``; at inference it is the source portrait's)."""
+        return project_pose9(self.generator(batch["audio"], temperature=1.0, initial_pose=batch["pose9"][:, 0]))
 
     def _critics(self):
         w = self.w
@@ -148,7 +150,7 @@ class PoseGAN:
     def critic_loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
         w, real, audio = self.w, batch[self.target], batch["audio"]
         with torch.no_grad():
-            fake = self.fake(audio)
+            fake = self.fake(batch)
         total, logs = 0.0, {}
         for name, weight, critic in self._critics():
             wd = wgan_critic_loss(critic(real, audio), critic(fake, audio))
@@ -160,7 +162,7 @@ class PoseGAN:
 
     def generator_loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
         w, real, audio = self.w, batch[self.target], batch["audio"]
-        fake = self.fake(audio)
+        fake = self.fake(batch)
         rot, trans = pose_reconstruction_loss(fake, real)
         smooth = pose_smoothness_loss(fake)
         adv = fake.new_zeros(())

@@ -10,7 +10,10 @@ as a 6D rotation + 3 translation (``geometry`` "head-pose sequences")::
     h = TransformerEncoder(h)                                     over the frames of a window
     X = MLP(ResBlocks1D(h)) + (identity 6D, 0)                    head-pose decoder
 
-ε_t ~ N(0, temperature²) per frame (``noise_dim`` numbers; temperature 0 = deterministic).
+ε_t ~ N(0, temperature²) per frame (``noise_dim`` numbers; temperature 0 = deterministic). With
+``initial_pose`` in the config, h also gets Linear(P_0) added on every frame: P_0 the absolute pose of
+the first frame (the source portrait's at inference), so the motion can depend on where the head
+starts — a head turned away tends to come back.
 
 Any length: sequences longer than ``window`` frames are cut into windows of ``window`` frames with a
 hop of ``window // 2``; every window is decoded on its own (the length it was trained on) and the
@@ -47,6 +50,7 @@ class PoseGeneratorConfig:
     noise_dim: int = 16               # ε_t per frame; 0 = no noise input
     window: int = 100                 # frames decoded at once (4 s at 25 fps); longer input is windowed
     dropout: float = 0.1
+    initial_pose: bool = False        # also condition on the first frame's absolute pose (see forward)
 
     @classmethod
     def tiny(cls) -> "PoseGeneratorConfig":
@@ -140,6 +144,8 @@ class PoseGenerator(
         self.config = c = config or PoseGeneratorConfig()
         self.audio_norm = nn.LayerNorm(c.audio_dim)
         self.input = nn.Linear(c.audio_frames_per_step * c.audio_dim + c.noise_dim, c.hidden)
+        # the first frame's absolute pose (known at inference: the source portrait's) → every frame
+        self.initial = nn.Linear(9, c.hidden) if c.initial_pose else None
         layer = nn.TransformerEncoderLayer(c.hidden, c.num_heads, c.ffn_dim, c.dropout, activation="gelu",
                                            batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, c.num_layers, enable_nested_tensor=False)
@@ -174,20 +180,41 @@ class PoseGenerator(
         return eps.to(device if device is not None else self.offset.device)
 
     # ---- model ---------------------------------------------------------------------------------------
-    def decode_window(self, audio: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """One window (T ≤ ``window`` frames): (B, T, k, D), (B, T, noise_dim) → (B, T, 9)."""
+    def _initial(self, initial_pose, batch: int, device) -> torch.Tensor | None:
+        """(B, 9) absolute first-frame poses (``initial_pose`` (B, 9) or (9,); None: a frontal, centred head,
+        the identity), or None for a model without the input."""
+        if self.initial is None:
+            return None
+        if initial_pose is None:
+            return self.offset.to(device).expand(batch, 9)
+        x = torch.as_tensor(initial_pose, dtype=torch.float32, device=device)
+        x = x.expand(batch, 9) if x.shape == (9,) else x
+        if tuple(x.shape) != (batch, 9):
+            raise ValueError(f"initial_pose must be (B={batch}, 9) or (9,) poses (6D rotation + translation), "
+                             f"got {tuple(x.shape)}")
+        return x
+
+    def decode_window(self, audio: torch.Tensor, noise: torch.Tensor, initial_pose: torch.Tensor | None = None
+                      ) -> torch.Tensor:
+        """One window (T ≤ ``window`` frames): (B, T, k, D), (B, T, noise_dim)[, (B, 9)] → (B, T, 9)."""
         T = audio.shape[1]
         a = self.audio_norm(audio).flatten(2)
         h = self.input(torch.cat([a, noise.to(a.dtype)], dim=-1))
+        if self.initial is not None:
+            init = self._initial(initial_pose, audio.shape[0], audio.device)
+            h = h + self.initial((init - self.offset.to(init.dtype)).to(h.dtype))[:, None]
         h = h + sinusoidal_positions(T, self.config.hidden, h.device).to(h.dtype)
         h = self.encoder(h)
         h = self.blocks(h.transpose(1, 2)).transpose(1, 2)
         return self.head(h) + self.offset.to(h.dtype)
 
     def forward(self, audio: torch.Tensor, noise: torch.Tensor | None = None, *, temperature: float = 1.0,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, initial_pose: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, 9) poses of any T. ``noise`` (B, T, noise_dim): given, or drawn with ``temperature``
-        from ``generator`` (``temperature=0``: deterministic)."""
+        from ``generator`` (``temperature=0``: deterministic). ``initial_pose`` (B, 9) or (9,): the absolute
+        pose of the first frame in the labels' canonical frame (a model with ``config.initial_pose``; None:
+        frontal and centred), so the motion can depend on where the head starts (e.g. turn back to the
+        camera); ignored by a model without the input. Windows after the first see the same initial pose."""
         audio = self._audio(audio)
         B, T = audio.shape[:2]
         c = self.config
@@ -198,14 +225,15 @@ class PoseGenerator(
         if T == 0:
             return audio.new_zeros(B, 0, 9)
         starts = window_starts(T, c.window)
+        init = self._initial(initial_pose, B, audio.device)
         if len(starts) == 1:
-            return self.decode_window(audio, noise)
+            return self.decode_window(audio, noise, init)
         W = c.window
         out = audio.new_zeros(B, T, 9, dtype=torch.float32)
         norm = torch.zeros(T, 1, dtype=torch.float32, device=audio.device)
         for i, s in enumerate(starts):
             w = window_weights(W, i == 0, i == len(starts) - 1).float().to(audio.device)[:, None]
-            out[:, s:s + W] += w * self.decode_window(audio[:, s:s + W], noise[:, s:s + W]).float()
+            out[:, s:s + W] += w * self.decode_window(audio[:, s:s + W], noise[:, s:s + W], init).float()
             norm[s:s + W] += w
         return (out / norm).to(audio.dtype)
 
