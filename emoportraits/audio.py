@@ -44,6 +44,7 @@ import torch
 
 from .errors import MediaError
 from .media.image import _name
+from .windows import window_weights
 
 SAMPLE_RATE = 16000          # Whisper's sampling rate
 WHISPER_HZ = 50              # encoder output frames per second (hop 160 samples, conv stride 2)
@@ -108,19 +109,6 @@ def resample(audio: np.ndarray, sample_rate: int, target: int = SAMPLE_RATE) -> 
 
 
 # ---- Whisper encoder -----------------------------------------------------------------------------
-
-def _window_weights(length: int, first: bool, last: bool) -> torch.Tensor:
-    """Blending weights of one window of ``length`` frames (see the module docstring)."""
-    pos = torch.arange(length, dtype=torch.float64) + 0.5
-    margin, ramp = length / 8, length / 4
-    up = ((pos - margin) / ramp).clamp(0, 1)
-    down = ((length - pos - margin) / ramp).clamp(0, 1)
-    if first:
-        up = torch.ones_like(up)
-    if last:
-        down = torch.ones_like(down)
-    return torch.minimum(up, down)
-
 
 class WhisperFeatures:
     """Frozen Whisper encoder: 16 kHz mono audio of any length → (T, d_model) hidden states at 50 Hz.
@@ -208,7 +196,7 @@ class WhisperFeatures:
         acc = torch.zeros(starts[-1] + W, hidden.shape[-1], dtype=torch.float64, device=hidden.device)
         norm = torch.zeros(starts[-1] + W, 1, dtype=torch.float64, device=hidden.device)
         for k, s in enumerate(starts):
-            w = _window_weights(W, k == 0, k == n_windows - 1).to(hidden.device)[:, None]
+            w = window_weights(W, k == 0, k == n_windows - 1).to(hidden.device)[:, None]
             acc[s:s + W] += w * hidden[k].double()
             norm[s:s + W] += w
         return (acc[:total] / norm[:total]).float()

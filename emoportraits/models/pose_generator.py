@@ -16,11 +16,14 @@ the first frame (the source portrait's at inference), so the motion can depend o
 starts — a head turned away tends to come back.
 
 Any length: sequences longer than ``window`` frames are cut into windows of ``window`` frames with a
-hop of ``window // 2``; every window is decoded on its own (the length it was trained on) and the
-windows' outputs are blended with trapezoidal weights — the first and last ``window // 8`` frames of
-a window weigh 0, the next ``window // 4`` ramp linearly to 1 — whose ramps are complementary, so
-consecutive windows crossfade linearly instead of meeting at a seam (the rule ``WhisperFeatures``
-uses for audio). Blending happens on the raw 9 numbers; Gram–Schmidt makes the result a rotation.
+hop of ``window // 2`` (``emoportraits.windows``); every window is decoded on its own (the length it
+was trained on). A window predicts the motion since *its own* first frame, so window i is chained
+onto the motion so far: M(s_i + t) = M(s_i)·M_i(t), with M(s_i) the blend of the earlier windows at
+frame s_i (and its initial pose moved the same way) — otherwise every window would pull the head
+back to where the sequence started. The chained windows are blended with trapezoidal weights whose
+ramps are complementary, so consecutive windows crossfade instead of meeting at a seam (the rule
+``WhisperFeatures`` uses for audio). Blending happens on the raw 9 numbers; Gram–Schmidt makes the
+result a rotation.
 """
 from __future__ import annotations
 
@@ -33,7 +36,8 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from ..config import dataclass_from_dict
-from .geometry import IDENTITY_6D
+from ..windows import window_starts, window_weights
+from .geometry import IDENTITY_6D, matrix_to_pose9, pose9_to_matrix
 from .hub import HUB_MIXIN_KWARGS, load_strict, save_weights
 
 
@@ -104,29 +108,6 @@ def sinusoidal_positions(n: int, dim: int, device=None) -> torch.Tensor:
     out[:, 0::2] = torch.sin(pos * freq)
     out[:, 1::2] = torch.cos(pos * freq)[:, : dim // 2]
     return out
-
-
-def window_weights(length: int, first: bool, last: bool) -> torch.Tensor:
-    """Blending weights (length,) of one window: ramps complementary at a hop of length // 2 (see the
-    module docstring); the outer edge of the first / last window weighs 1 (nothing else covers it)."""
-    pos = torch.arange(length, dtype=torch.float64) + 0.5
-    margin, ramp = length / 8, length / 4
-    up = ((pos - margin) / ramp).clamp(0, 1)
-    down = ((length - pos - margin) / ramp).clamp(0, 1)
-    if first:
-        up = torch.ones_like(up)
-    if last:
-        down = torch.ones_like(down)
-    return torch.minimum(up, down)
-
-
-def window_starts(n: int, window: int) -> list[int]:
-    """First frames of the windows covering n frames (hop window // 2, the last one flush with the end)."""
-    if n <= window:
-        return [0]
-    hop = window // 2
-    starts = list(range(0, n - window, hop)) + [n - window]
-    return sorted(set(starts))
 
 
 class PoseGenerator(
@@ -214,7 +195,7 @@ class PoseGenerator(
         from ``generator`` (``temperature=0``: deterministic). ``initial_pose`` (B, 9) or (9,): the absolute
         pose of the first frame in the labels' canonical frame (a model with ``config.initial_pose``; None:
         frontal and centred), so the motion can depend on where the head starts (e.g. turn back to the
-        camera); ignored by a model without the input. Windows after the first see the same initial pose."""
+        camera); ignored by a model without the input. Later windows see the pose reached at their start."""
         audio = self._audio(audio)
         B, T = audio.shape[:2]
         c = self.config
@@ -232,9 +213,18 @@ class PoseGenerator(
         out = audio.new_zeros(B, T, 9, dtype=torch.float32)
         norm = torch.zeros(T, 1, dtype=torch.float32, device=audio.device)
         for i, s in enumerate(starts):
+            part = self.decode_window(audio[:, s:s + W], noise[:, s:s + W], init).float()
+            if i > 0:                 # chain onto the motion so far (module docstring)
+                so_far = pose9_to_matrix(out[:, s] / norm[s])[:, None]                    # M(s_i)
+                part = matrix_to_pose9(so_far @ pose9_to_matrix(part))
             w = window_weights(W, i == 0, i == len(starts) - 1).float().to(audio.device)[:, None]
-            out[:, s:s + W] += w * self.decode_window(audio[:, s:s + W], noise[:, s:s + W], init).float()
+            out[:, s:s + W] += w * part
             norm[s:s + W] += w
+            if init is not None and i + 1 < len(starts):     # the next window starts from there
+                nxt = starts[i + 1]
+                init_next = pose9_to_matrix(self._initial(initial_pose, B, audio.device)) @ \
+                    pose9_to_matrix(out[:, nxt] / norm[nxt])
+                init = matrix_to_pose9(init_next)
         return (out / norm).to(audio.dtype)
 
     # ---- Hub integration ---------------------------------------------------------------------------
