@@ -1,8 +1,10 @@
 """Small builders shared by the tests: where ../shared is, and media files made on the fly."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 import wave
 from pathlib import Path
 
@@ -15,6 +17,10 @@ from emoportraits.media.video import VideoWriter
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EMOPORTRAITS_SHARED", REPO.parent / "shared"))
 MEDIA = SHARED / "media"
+P03 = "portraits/p03_man_east_asian_frontal_plain_bg.jpg"     # shared_media() names used by several tests
+A01 = "audio/a01_en_grid_male_matches_d06.wav"               # 2.98 s of speech
+ACCELERATE = Path(sys.executable).with_name("accelerate")
+SPEECH_CLIPS = ("d05_man_talking_outdoors_with_speech.mp4", "d06_grid_man_talking_with_audio.mp4")
 
 
 def shared_media(relative: str) -> Path:
@@ -78,3 +84,61 @@ def tiny_whisper():
     from emoportraits.audio import random_whisper
 
     return random_whisper(d_model=32, layers=1, heads=2, window_frames=100, seed=0)
+
+
+def save_speech_models(main: Path, speech: Path, whisper: Path | None = None) -> None:
+    """A tiny random main model and speech encoder (and the tiny Whisper), as the speech CLI loads them."""
+    from conftest import make_model
+    from emoportraits.models import SpeechEncoder, SpeechEncoderConfig
+
+    make_model("tiny").save_pretrained(main)
+    SpeechEncoder(SpeechEncoderConfig.tiny()).save_pretrained(speech)
+    if whisper is not None:
+        tiny_whisper().save_pretrained(whisper)
+
+
+# ---- real training runs through `accelerate launch` (train/train_speech.py, train/train_pose.py) ----
+
+def prepare_speech_data(root: Path, resolution: int) -> Path:
+    """The two shared talking clips prepared with audio (``prepare-data --with-audio --stride 1``) into
+    ``root/data``; skips the test without the training extras or the shared media."""
+    from emoportraits.cli import main as cli_main
+
+    pytest.importorskip("accelerate", reason="the training extras are not installed (pip install -e .[train])")
+    pytest.importorskip("transformers")
+    sources = [shared_media(f"driving/{name}") for name in SPEECH_CLIPS]
+    videos = root / "videos"
+    videos.mkdir()
+    for src in sources:
+        (videos / src.name).symlink_to(src)
+    assert cli_main(["prepare-data", "--videos", str(videos), "--out", str(root / "data"), "--dataset-name",
+                     "voxceleb2", "--resolution", str(resolution), "--frames-per-clip", "60", "--stride", "1",
+                     "--with-audio", "--workers", "2", "--quiet"]) == 0
+    return root / "data"
+
+
+def launch_command(script: str, config: str, *args) -> list[str]:
+    """`accelerate launch` of train/<script> with train/configs/<config> on one CPU process."""
+    return [str(ACCELERATE), "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1",
+            str(REPO / "train" / script), "--config", str(REPO / "train" / "configs" / config), *map(str, args)]
+
+
+def start(command: list[str], env: dict | None = None) -> subprocess.Popen:
+    """Started, not awaited: two runs side by side share the start-up time."""
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})}, cwd=REPO)
+
+
+def finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
+    stdout, stderr = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def metrics(out: Path, *keys: str) -> dict:
+    """step → the values of ``keys`` in ``metrics.jsonl`` (a re-run step keeps its last line)."""
+    rows = {}
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        rows[r["step"]] = tuple(r[k] for k in keys)
+    return rows

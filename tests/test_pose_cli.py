@@ -9,31 +9,24 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_model
 from emoportraits.cli import main as cli_main
 from emoportraits.errors import EmoPortraitsError
-from emoportraits.models import PoseGenerator, PoseGeneratorConfig, SpeechEncoder, SpeechEncoderConfig
+from emoportraits.models import PoseGenerator, PoseGeneratorConfig
 from emoportraits.poses import PoseSequence, generate_poses
-from helpers import REPO, shared_media, tiny_whisper, write_wav
-
-P03 = "portraits/p03_man_east_asian_frontal_plain_bg.jpg"
-A01 = "audio/a01_en_grid_male_matches_d06.wav"       # 2.98 s of speech
+from helpers import A01, P03, REPO, save_speech_models, shared_media, write_wav
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     pytest.importorskip("transformers")
     root = tmp_path_factory.mktemp("posecli")
-    make_model("tiny").save_pretrained(root / "full")
-    SpeechEncoder(SpeechEncoderConfig.tiny()).save_pretrained(root / "full" / "speech")
+    save_speech_models(root / "full", root / "full" / "speech", root / "full" / "whisper")
     torch.manual_seed(0)
     pose = PoseGenerator(PoseGeneratorConfig.tiny())
     with torch.no_grad():
         pose.head[-1].weight.normal_(0, 0.05)                 # visible motion from a random model
     pose.save_pretrained(root / "full" / "pose")
-    tiny_whisper().save_pretrained(root / "full" / "whisper")
-    make_model("tiny").save_pretrained(root / "nopose")       # a bundle without pose/ and whisper/
-    SpeechEncoder(SpeechEncoderConfig.tiny()).save_pretrained(root / "nopose" / "speech")
+    save_speech_models(root / "nopose", root / "nopose" / "speech")   # a bundle without pose/ and whisper/
     return root
 
 

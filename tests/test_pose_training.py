@@ -1,36 +1,21 @@
 """Training the head-pose generator: pose windows with aligned audio from prepared data, and real runs
 of train/train_pose.py through `accelerate launch` (export, TensorBoard, exact resume)."""
-import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from emoportraits.cli import main as cli_main
-from helpers import REPO, shared_media, tiny_whisper
+from helpers import REPO, finish, launch_command, metrics, prepare_speech_data, start, tiny_whisper
 
-ACCELERATE = Path(sys.executable).with_name("accelerate")
-CLIPS = ("d05_man_talking_outdoors_with_speech.mp4", "d06_grid_man_talking_with_audio.mp4")
 IDENTITY = torch.tensor([1.0, 0, 0, 0, 1, 0, 0, 0, 0])
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    pytest.importorskip("accelerate", reason="the training extras are not installed (pip install -e .[train])")
-    pytest.importorskip("transformers")
-    sources = [shared_media(f"driving/{name}") for name in CLIPS]
     root = tmp_path_factory.mktemp("pose")
-    videos = root / "videos"
-    videos.mkdir()
-    for src in sources:
-        (videos / src.name).symlink_to(src)
-    assert cli_main(["prepare-data", "--videos", str(videos), "--out", str(root / "data"), "--dataset-name",
-                     "voxceleb2", "--resolution", "32", "--frames-per-clip", "60", "--stride", "1", "--with-audio",
-                     "--workers", "2", "--quiet"]) == 0
+    prepare_speech_data(root, resolution=32)
     tiny_whisper().save_pretrained(root / "whisper")
     return root
 
@@ -69,31 +54,15 @@ def test_pose_windows_with_aligned_audio(setup):
     assert batch["audio"].shape == (2, T, 2, 32) and batch["poses"].shape == (2, T, 9)
 
 
-def _command(setup, out, *extra):
-    return [str(ACCELERATE), "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1",
-            str(REPO / "train" / "train_pose.py"), "--config", str(REPO / "train" / "configs" / "pose_tiny.yaml"),
-            f"data.path={setup / 'data'}", f"whisper.model={setup / 'whisper'}", f"log.output_dir={out}",
-            "optim.max_steps=6", "log.checkpoint_every=3", "optim.batch_size=2", "data.clip_frames=[10, 16]",
-            "data.segment=[0.0, 0.8]", *extra]
+def run(setup, out, *extra, env=None) -> subprocess.Popen:
+    return start(launch_command(
+        "train_pose.py", "pose_tiny.yaml", f"data.path={setup / 'data'}", f"whisper.model={setup / 'whisper'}",
+        f"log.output_dir={out}", "optim.max_steps=6", "log.checkpoint_every=3", "optim.batch_size=2",
+        "data.clip_frames=[10, 16]", "data.segment=[0.0, 0.8]", *extra), env)
 
 
-def start(setup, out, *extra, env=None) -> subprocess.Popen:
-    return subprocess.Popen(_command(setup, out, *extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})}, cwd=REPO)
-
-
-def finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
-    stdout, stderr = proc.communicate(timeout=300)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-
-
-def losses(out: Path) -> dict:
-    rows = {}
-    for line in (out / "metrics.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        rows[r["step"]] = (r["g_total"], r["d_total"], r["gp_local"], r["gp_global"], r["frames"])
-    return rows
+def losses(out) -> dict:
+    return metrics(out, "g_total", "d_total", "gp_local", "gp_global", "frames")
 
 
 @pytest.mark.slow          # three `accelerate launch` runs: about a minute and a half on two CPU cores
@@ -101,14 +70,14 @@ def test_training_runs_exports_and_resumes_exactly(setup, tmp_path):
     from emoportraits.models import PoseGenerator
 
     # the uninterrupted run (with TensorBoard) and the killed one side by side (start-up dominates)
-    procs = [start(setup, tmp_path / "whole"),
-             start(setup, tmp_path / "killed", "log.tracker=null", env={"EMOPORTRAITS_TEST_CRASH_AT_STEP": "4"})]
+    procs = [run(setup, tmp_path / "whole"),
+             run(setup, tmp_path / "killed", "log.tracker=null", env={"EMOPORTRAITS_TEST_CRASH_AT_STEP": "4"})]
     whole, killed = map(finish, procs)
     assert whole.returncode == 0, whole.stderr[-3000:]
     assert killed.returncode != 0
     assert list((tmp_path / "whole" / "logs").rglob("events.out.tfevents.*")), "no TensorBoard events"
     assert sorted(p.name for p in (tmp_path / "killed" / "checkpoints").iterdir()) == ["step-00000003"]
-    resumed = finish(start(setup, tmp_path / "killed", "log.tracker=null"))
+    resumed = finish(run(setup, tmp_path / "killed", "log.tracker=null"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "at step 3" in resumed.stdout + resumed.stderr
     a, b = losses(tmp_path / "whole"), losses(tmp_path / "killed")

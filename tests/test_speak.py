@@ -1,24 +1,15 @@
 """`emoportraits speak`: portrait + speech → a talking video as long as the audio (tiny random models)."""
 import pytest
 
-from conftest import make_model
 from emoportraits.cli import main as cli_main
 from emoportraits.media import probe_video
-from emoportraits.models import SpeechEncoder, SpeechEncoderConfig
-from helpers import shared_media, tiny_whisper, write_video
-
-P03 = "portraits/p03_man_east_asian_frontal_plain_bg.jpg"
-A01 = "audio/a01_en_grid_male_matches_d06.wav"       # 2.98 s of speech
-
+from helpers import A01, P03, save_speech_models, shared_media, write_video
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     pytest.importorskip("transformers")
     root = tmp_path_factory.mktemp("speak")
-    make_model("tiny").save_pretrained(root / "main")
-    SpeechEncoder(SpeechEncoderConfig.tiny()).save_pretrained(root / "speech")
-    whisper = tiny_whisper()
-    whisper.save_pretrained(root / "whisper")
+    save_speech_models(root / "main", root / "speech", root / "whisper")
     return root
 
 

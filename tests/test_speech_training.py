@@ -1,36 +1,19 @@
 """Training the speech encoder E_aud: prepared data with audio, aligned clip windows, and real runs of
 train/train_speech.py through `accelerate launch` (export, exact resume)."""
-import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from emoportraits.cli import main as cli_main
-from helpers import REPO, shared_media, tiny_whisper
-
-ACCELERATE = Path(sys.executable).with_name("accelerate")
-CLIPS = ("d05_man_talking_outdoors_with_speech.mp4", "d06_grid_man_talking_with_audio.mp4")
+from helpers import REPO, finish, launch_command, metrics, prepare_speech_data, start, tiny_whisper
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    pytest.importorskip("accelerate", reason="the training extras are not installed (pip install -e .[train])")
-    pytest.importorskip("transformers")
-    sources = [shared_media(f"driving/{name}") for name in CLIPS]
     root = tmp_path_factory.mktemp("speech")
-    videos = root / "videos"
-    videos.mkdir()
-    for src in sources:
-        (videos / src.name).symlink_to(src)
-    data = root / "data"
-    assert cli_main(["prepare-data", "--videos", str(videos), "--out", str(data), "--dataset-name", "voxceleb2",
-                     "--resolution", "64", "--frames-per-clip", "60", "--stride", "1", "--with-audio", "--workers", "2",
-                     "--quiet"]) == 0
+    prepare_speech_data(root, resolution=64)
     from emoportraits import EmoPortraits, EmoPortraitsConfig
     torch.manual_seed(0)
     EmoPortraits(EmoPortraitsConfig.tiny()).save_pretrained(root / "main")
@@ -77,45 +60,29 @@ def test_prepared_audio_and_aligned_windows(setup):
     assert batch["audio"].shape == (2, T, 2, 32) and batch["thetas"].shape == (2, T, 4, 4)
 
 
-def _command(setup, out, *extra):
-    return [str(ACCELERATE), "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1",
-           str(REPO / "train" / "train_speech.py"), "--config", str(REPO / "train" / "configs" / "speech_tiny.yaml"),
-           f"data.path={setup / 'data'}", f"model.main={setup / 'main'}", f"whisper.model={setup / 'whisper'}",
-           f"log.output_dir={out}", "optim.max_steps=6", "log.checkpoint_every=3", "optim.teacher_forcing_steps=4",
-           *extra]
+def run(setup, out, *extra, env=None) -> subprocess.Popen:
+    return start(launch_command(
+        "train_speech.py", "speech_tiny.yaml", f"data.path={setup / 'data'}", f"model.main={setup / 'main'}",
+        f"whisper.model={setup / 'whisper'}", f"log.output_dir={out}", "optim.max_steps=6", "log.checkpoint_every=3",
+        "optim.teacher_forcing_steps=4", *extra), env)
 
 
-def start(setup, out, *extra, env=None) -> subprocess.Popen:
-    return subprocess.Popen(_command(setup, out, *extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})}, cwd=REPO)
-
-
-def finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
-    stdout, stderr = proc.communicate(timeout=300)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-
-
-def losses(out: Path) -> dict:
-    rows = {}
-    for line in (out / "metrics.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        rows[r["step"]] = (r["total"], r["teacher_ratio"], r["frames"])   # a re-run step keeps its last value
-    return rows
+def losses(out) -> dict:
+    return metrics(out, "total", "teacher_ratio", "frames")
 
 
 def test_training_runs_exports_and_resumes_exactly(setup, tmp_path):
     from emoportraits.models import SpeechEncoder
 
     # the uninterrupted run and the killed one side by side (most of a launch is start-up)
-    procs = [start(setup, tmp_path / "whole"),
-             start(setup, tmp_path / "killed", env={"EMOPORTRAITS_TEST_CRASH_AT_STEP": "4"})]
+    procs = [run(setup, tmp_path / "whole"),
+             run(setup, tmp_path / "killed", env={"EMOPORTRAITS_TEST_CRASH_AT_STEP": "4"})]
     whole, killed = map(finish, procs)
     assert whole.returncode == 0, whole.stderr[-3000:]
     assert whole.stderr.count("L_mouth") == 1 and whole.stderr.count("L_PCA") == 1   # losses off, said once
     assert killed.returncode != 0
     assert sorted(p.name for p in (tmp_path / "killed" / "checkpoints").iterdir()) == ["step-00000003"]
-    resumed = finish(start(setup, tmp_path / "killed"))
+    resumed = finish(run(setup, tmp_path / "killed"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "at step 3" in resumed.stdout + resumed.stderr
     a, b = losses(tmp_path / "whole"), losses(tmp_path / "killed")

@@ -12,8 +12,6 @@ position, EMA), so a killed run continues exactly where it stopped. At the end t
 """
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 import warnings
@@ -27,8 +25,9 @@ from emoportraits.data.pairs import KNOWN_DATASETS, MixedDataset, MixingBatchSam
 from emoportraits.losses.config import LossNetworks, LossWeights, build_loss_networks
 from emoportraits.models.discriminator import MultiScalePatchDiscriminator
 from emoportraits.training import GeneratorStep, TrainBatch, TrainConfig, discriminator_loss
-from emoportraits.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from emoportraits.training.config import parse_config_args
+from emoportraits.training.loop import (append_metrics, begin_run, checkpoint_if_due, crash_if_asked, crash_step,
+                                        log_to_tracker, make_accelerator)
 
 
 class SamplerState:
@@ -85,18 +84,14 @@ def main(argv=None) -> int:
     if not cfg.data:
         parser.error("the configuration has no data sources (data: [{path: …, name: …}])")
 
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
+    from accelerate.utils import DistributedDataParallelKwargs
     from diffusers.training_utils import EMAModel
     from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
-    out = Path(cfg.log.output_dir)
-    accelerator = Accelerator(
-        mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.optim.grad_accum,
-        log_with=cfg.log.tracker, project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
+    accelerator, out = make_accelerator(
+        cfg, gradient_accumulation_steps=cfg.optim.grad_accum,
         # the frozen head-pose net and branches switched off by the config leave parameters unused
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
-    set_seed(cfg.seed, device_specific=True)
 
     model = build_model(cfg)
     with warnings.catch_warnings(record=True) as caught:
@@ -135,26 +130,16 @@ def main(argv=None) -> int:
         ema = EMAModel(trainable, decay=o.ema_decay)
         accelerator.register_for_checkpointing(ema)
 
-    step = 0
-    resume = latest_checkpoint(out)
-    if resume is not None:
-        step = load_checkpoint(accelerator, resume)
-        accelerator.print(f"resumed from {resume} at step {step}")
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        cfg.save_yaml(out / "config.yaml")
-    if cfg.log.tracker:
-        accelerator.init_trackers("emoportraits", config={"max_steps": o.max_steps, "batch_size": o.batch_size})
+    step = begin_run(accelerator, cfg, out, "emoportraits", {"max_steps": o.max_steps, "batch_size": o.batch_size})
 
     raw_disc = accelerator.unwrap_model(disc)
     weights = nets["weights"]
-    metrics = out / "metrics.jsonl"
     progress = None
     if accelerator.is_main_process:
         from tqdm.auto import tqdm
         progress = tqdm(total=o.max_steps, initial=step, desc="training", unit="step")
     data = iter(loader)
-    crash_at = int(os.environ.get("EMOPORTRAITS_TEST_CRASH_AT_STEP", "0"))   # tests: simulate a kill
+    crash_at = crash_step()
     started = time.monotonic()
     while step < o.max_steps:
         batch = to_batch(next(data), accelerator.device)
@@ -183,13 +168,11 @@ def main(argv=None) -> int:
             ema.step(trainable)
         logs["discriminator"] = float(d_loss.detach())
         logs["lr_g"] = sched_g.get_last_lr()[0]
+        append_metrics(accelerator, out, step, logs)
         if accelerator.is_main_process:
-            with metrics.open("a") as f:
-                f.write(json.dumps({"step": step, **logs}) + "\n")
             progress.update(1)
             progress.set_postfix(g=f"{logs['generator']:.3f}", d=f"{logs['discriminator']:.3f}")
-        if cfg.log.tracker and step % cfg.log.log_every == 0:
-            accelerator.log(logs, step=step)
+        log_to_tracker(accelerator, cfg, step, logs)
         if cfg.log.tracker == "tensorboard" and step % cfg.log.sample_every == 0 and accelerator.is_main_process:
             accelerator.get_tracker("tensorboard").log_images(
                 {"samples": sample_grid(batch, pred, target)}, step=step, dataformats="HWC")
@@ -197,13 +180,11 @@ def main(argv=None) -> int:
         if o.max_minutes is not None:   # every rank must agree, or DDP would wait forever
             spent = torch.tensor(float(time.monotonic() - started > 60 * o.max_minutes), device=accelerator.device)
             out_of_time = bool(accelerator.reduce(spent, reduction="sum") > 0)
-        if step % cfg.log.checkpoint_every == 0 or step == o.max_steps or out_of_time:
-            save_checkpoint(accelerator, out, step, keep=cfg.log.keep_checkpoints)
+        checkpoint_if_due(accelerator, cfg, out, step, o.max_steps, force=out_of_time)
         if out_of_time:
             accelerator.print(f"time budget of {o.max_minutes} min spent at step {step}")
             break
-        if crash_at and step == crash_at:
-            os._exit(3)
+        crash_if_asked(step, crash_at)
     if progress is not None:
         progress.close()
 

@@ -24,8 +24,6 @@ numbers; at the end the PoseGenerator is exported with ``save_pretrained`` to ``
 """
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,8 +39,9 @@ from emoportraits.losses.pose import (gradient_penalty, pose_reconstruction_loss
 from emoportraits.models.geometry import project_pose9
 from emoportraits.models.pose_discriminators import PoseDiscriminatorConfig, PoseDiscriminators
 from emoportraits.models.pose_generator import PoseGenerator, PoseGeneratorConfig
-from emoportraits.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from emoportraits.training.config import load_config, parse_config_args, save_config
+from emoportraits.training.config import RunLogSection, TrainConfigMixin, WhisperSection, parse_config_args
+from emoportraits.training.loop import (append_metrics, begin_run, checkpoint_if_due, crash_if_asked, crash_step,
+                                        export_final, log_to_tracker, make_accelerator, to_device)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_speech import ClipSampler, Position  # noqa: E402  (one data-position scheme for both)
@@ -55,12 +54,6 @@ class ModelSection:
     pose: dict = field(default_factory=dict)            # PoseGeneratorConfig fields (audio_dim: from Whisper)
     discriminator: dict = field(default_factory=dict)   # PoseDiscriminatorConfig fields
     init_from: str | None = None                        # a PoseGenerator to fine-tune from
-
-
-@dataclass
-class WhisperSection:
-    model: str = "openai/whisper-tiny"   # Hub id or local folder
-    batch_size: int = 8
 
 
 @dataclass
@@ -99,16 +92,12 @@ class LossSection:
 
 
 @dataclass
-class LogSection:
+class LogSection(RunLogSection):
     output_dir: str = "runs/pose"
-    log_every: int = 10
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 3
-    tracker: str | None = "tensorboard"
 
 
 @dataclass
-class PoseTrainConfig:
+class PoseTrainConfig(TrainConfigMixin):
     model: ModelSection = field(default_factory=ModelSection)
     whisper: WhisperSection = field(default_factory=WhisperSection)
     data: DataSection = field(default_factory=DataSection)
@@ -118,13 +107,6 @@ class PoseTrainConfig:
     mixed_precision: str = "no"
     seed: int = 0
     num_workers: int = 0
-
-    @classmethod
-    def from_yaml(cls, path, overrides=()) -> "PoseTrainConfig":
-        return load_config(cls, path, overrides)
-
-    def save_yaml(self, path) -> None:
-        save_config(self, path)
 
 
 # ---- one update of each side -----------------------------------------------------------------------------
@@ -185,15 +167,9 @@ def main(argv=None) -> int:
     if cfg.data.reference not in ("canonical", "first"):
         parser.error(f"data.reference must be canonical or first, got {cfg.data.reference!r}")
 
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration, set_seed
     from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
-    out = Path(cfg.log.output_dir)
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, log_with=cfg.log.tracker,
-                              project_config=ProjectConfiguration(project_dir=str(out),
-                                                                  logging_dir=str(out / "logs")))
-    set_seed(cfg.seed, device_specific=True)
+    accelerator, out = make_accelerator(cfg)
 
     whisper_device = "cpu" if cfg.num_workers > 0 else accelerator.device
     whisper = WhisperFeatures(cfg.whisper.model, device=whisper_device, batch_size=cfg.whisper.batch_size)
@@ -231,30 +207,18 @@ def main(argv=None) -> int:
     accelerator.register_for_checkpointing(position)
     gan = PoseGAN(gen_p, critics_p, cfg.losses, cfg.data.reference)
 
-    step = 0
-    resume = latest_checkpoint(out)
-    if resume is not None:
-        step = load_checkpoint(accelerator, resume)
-        accelerator.print(f"resumed from {resume} at step {step}")
+    step = begin_run(accelerator, cfg, out, "emoportraits-pose", {"max_steps": o.max_steps, "n_critic": o.n_critic})
     sampler.consumed = position.used
     # its own generator: building the loader's iterator must not consume the global RNG
     loader = DataLoader(data, batch_sampler=sampler, num_workers=cfg.num_workers, collate_fn=collate_pose_clips,
                         generator=torch.Generator().manual_seed(cfg.seed))
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        cfg.save_yaml(out / "config.yaml")
-    if cfg.log.tracker:
-        accelerator.init_trackers("emoportraits-pose", config={"max_steps": o.max_steps, "n_critic": o.n_critic})
-
-    metrics = out / "metrics.jsonl"
-    crash_at = int(os.environ.get("EMOPORTRAITS_TEST_CRASH_AT_STEP", "0"))   # tests: simulate a kill
+    crash_at = crash_step()
     it = iter(loader)
 
     def next_batch() -> dict:
         raw = next(it)
         position.used += 1
-        return {k: (v.to(accelerator.device) if isinstance(v, torch.Tensor) and k != "fps" else v)
-                for k, v in raw.items()}
+        return to_device(raw, accelerator.device)
 
     t0 = time.monotonic()
     while step < o.max_steps:
@@ -282,26 +246,16 @@ def main(argv=None) -> int:
         critics.requires_grad_(True)
         step += 1
         logs.update(logs_g, lr_g=sched_g.get_last_lr()[0], frames=int(batch["motion"].shape[1]))
-        if accelerator.is_main_process:
-            with metrics.open("a") as f:
-                f.write(json.dumps({"step": step, **logs}) + "\n")
-            if step % cfg.log.log_every == 0 or step == o.max_steps:
-                print(f"step {step}/{o.max_steps}: L_G {logs['g_total']:.4f} (rot {logs['rot']:.4f}, trans "
-                      f"{logs['trans']:.4f}), L_D {logs['d_total']:.4f} "
-                      f"({(time.monotonic() - t0) / max(step, 1):.2f} s/step)", flush=True)
-        if cfg.log.tracker and step % cfg.log.log_every == 0:
-            accelerator.log(logs, step=step)
-        if step % cfg.log.checkpoint_every == 0 or step == o.max_steps:
-            save_checkpoint(accelerator, out, step, keep=cfg.log.keep_checkpoints)
-        if crash_at and step == crash_at:
-            os._exit(3)
+        append_metrics(accelerator, out, step, logs)
+        if accelerator.is_main_process and (step % cfg.log.log_every == 0 or step == o.max_steps):
+            print(f"step {step}/{o.max_steps}: L_G {logs['g_total']:.4f} (rot {logs['rot']:.4f}, trans "
+                  f"{logs['trans']:.4f}), L_D {logs['d_total']:.4f} "
+                  f"({(time.monotonic() - t0) / max(step, 1):.2f} s/step)", flush=True)
+        log_to_tracker(accelerator, cfg, step, logs)
+        checkpoint_if_due(accelerator, cfg, out, step, o.max_steps)
+        crash_if_asked(step, crash_at)
 
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        final = accelerator.unwrap_model(gen_p)
-        final.save_pretrained(out / "final")
-        print(f"exported the pose generator to {out / 'final'}")
-    accelerator.end_training()
+    export_final(accelerator, accelerator.unwrap_model(gen_p), out, "pose generator")
     return 0
 
 

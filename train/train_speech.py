@@ -25,12 +25,9 @@ with ``save_pretrained`` to ``<output_dir>/final``.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,8 +41,9 @@ from emoportraits.data.speech import SpeechClipDataset, collate_clips
 from emoportraits.losses.pca import MouthPCA, pca_loss
 from emoportraits.models.emoportraits import Avatar
 from emoportraits.models.speech import SpeechEncoder, SpeechEncoderConfig
-from emoportraits.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from emoportraits.training.config import load_config, parse_config_args, save_config
+from emoportraits.training.config import RunLogSection, TrainConfigMixin, WhisperSection, parse_config_args
+from emoportraits.training.loop import (append_metrics, begin_run, checkpoint_if_due, crash_if_asked, crash_step,
+                                        export_final, log_to_tracker, make_accelerator, to_device)
 
 GREEN = (0.0, 1.0, 0.0)
 LIPS, INNER_MOUTH = (12, 13), (11,)          # CelebAMask-HQ 19-class face-parser ids
@@ -59,12 +57,6 @@ class ModelSection:
     speech: dict = field(default_factory=dict)   # SpeechEncoderConfig fields (z_dim / audio_dim: from
                                                  # the main model / Whisper unless given)
     init_from: str | None = None         # a SpeechEncoder to fine-tune from
-
-
-@dataclass
-class WhisperSection:
-    model: str = "openai/whisper-tiny"   # Hub id or local folder
-    batch_size: int = 8
 
 
 @dataclass
@@ -107,16 +99,13 @@ class NetworkSection:
 
 
 @dataclass
-class LogSection:
+class LogSection(RunLogSection):
     output_dir: str = "runs/speech"
-    log_every: int = 10
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 3
     tracker: str | None = None
 
 
 @dataclass
-class SpeechTrainConfig:
+class SpeechTrainConfig(TrainConfigMixin):
     model: ModelSection = field(default_factory=ModelSection)
     whisper: WhisperSection = field(default_factory=WhisperSection)
     data: DataSection = field(default_factory=DataSection)
@@ -127,13 +116,6 @@ class SpeechTrainConfig:
     mixed_precision: str = "no"
     seed: int = 0
     num_workers: int = 0
-
-    @classmethod
-    def from_yaml(cls, path, overrides=()) -> "SpeechTrainConfig":
-        return load_config(cls, path, overrides)
-
-    def save_yaml(self, path) -> None:
-        save_config(self, path)
 
 
 # ---- data position -----------------------------------------------------------------------------------
@@ -298,15 +280,9 @@ def main(argv=None) -> int:
     if not cfg.data.path:
         parser.error("data.path (a folder prepared with --with-audio --stride 1) is required")
 
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration, set_seed
     from transformers import get_cosine_schedule_with_warmup
 
-    out = Path(cfg.log.output_dir)
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, log_with=cfg.log.tracker,
-                              project_config=ProjectConfiguration(project_dir=str(out),
-                                                                  logging_dir=str(out / "logs")))
-    set_seed(cfg.seed, device_specific=True)
+    accelerator, out = make_accelerator(cfg)
 
     def say(msg: str) -> None:                      # a switched-off loss is said once
         if accelerator.is_main_process:
@@ -344,30 +320,18 @@ def main(argv=None) -> int:
     step_module, opt, sched = accelerator.prepare(step_module, opt, sched)
     accelerator.register_for_checkpointing(position)
 
-    step = 0
-    resume = latest_checkpoint(out)
-    if resume is not None:
-        step = load_checkpoint(accelerator, resume)
-        accelerator.print(f"resumed from {resume} at step {step}")
+    step = begin_run(accelerator, cfg, out, "emoportraits-speech", {"max_steps": o.max_steps})
     sampler.consumed = position.used
     # its own generator: building the loader's iterator must not consume the global RNG
     loader = DataLoader(data, batch_sampler=sampler, num_workers=cfg.num_workers, collate_fn=collate_clips,
                         generator=torch.Generator().manual_seed(cfg.seed))
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        cfg.save_yaml(out / "config.yaml")
-    if cfg.log.tracker:
-        accelerator.init_trackers("emoportraits-speech", config={"max_steps": o.max_steps})
-
-    metrics = out / "metrics.jsonl"
-    crash_at = int(os.environ.get("EMOPORTRAITS_TEST_CRASH_AT_STEP", "0"))   # tests: simulate a kill
+    crash_at = crash_step()
     it = iter(loader)
     t0 = time.monotonic()
     while step < o.max_steps:
         raw = next(it)
         position.used += 1
-        batch = {k: (v.to(accelerator.device) if isinstance(v, torch.Tensor) and k != "fps" else v)
-                 for k, v in raw.items()}
+        batch = to_device(raw, accelerator.device)
         ratio = teacher_ratio(step, o.teacher_forcing_steps)
         with accelerator.autocast():
             total, logs = step_module(batch, ratio)
@@ -379,25 +343,15 @@ def main(argv=None) -> int:
         opt.zero_grad(set_to_none=True)
         step += 1
         logs.update(teacher_ratio=ratio, lr=sched.get_last_lr()[0], frames=int(batch["images"].shape[1]))
-        if accelerator.is_main_process:
-            with metrics.open("a") as f:
-                f.write(json.dumps({"step": step, **logs}) + "\n")
-            if step % cfg.log.log_every == 0 or step == o.max_steps:
-                print(f"step {step}/{o.max_steps}: loss {logs['total']:.4f} "
-                      f"({(time.monotonic() - t0) / max(step, 1):.2f} s/step)", flush=True)
-        if cfg.log.tracker and step % cfg.log.log_every == 0:
-            accelerator.log(logs, step=step)
-        if step % cfg.log.checkpoint_every == 0 or step == o.max_steps:
-            save_checkpoint(accelerator, out, step, keep=cfg.log.keep_checkpoints)
-        if crash_at and step == crash_at:
-            os._exit(3)
+        append_metrics(accelerator, out, step, logs)
+        if accelerator.is_main_process and (step % cfg.log.log_every == 0 or step == o.max_steps):
+            print(f"step {step}/{o.max_steps}: loss {logs['total']:.4f} "
+                  f"({(time.monotonic() - t0) / max(step, 1):.2f} s/step)", flush=True)
+        log_to_tracker(accelerator, cfg, step, logs)
+        checkpoint_if_due(accelerator, cfg, out, step, o.max_steps)
+        crash_if_asked(step, crash_at)
 
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        final = accelerator.unwrap_model(step_module).speech
-        final.save_pretrained(out / "final")
-        print(f"exported the speech encoder to {out / 'final'}")
-    accelerator.end_training()
+    export_final(accelerator, accelerator.unwrap_model(step_module).speech, out, "speech encoder")
     return 0
 
 

@@ -48,17 +48,48 @@ class OptimSection:
 
 
 @dataclass
-class LogSection:
+class RunLogSection:
+    """The ``log`` keys every training script has; a script subclasses it to change a default (a field
+    redeclared in a subclass keeps its place, so the saved config.yaml keeps its key order)."""
     output_dir: str = "runs/emoportraits"
     log_every: int = 10
-    sample_every: int = 500
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     tracker: str | None = "tensorboard"      # any Accelerate tracker name, or None
 
 
 @dataclass
-class TrainConfig:
+class LogSection(RunLogSection):
+    sample_every: int = 500                  # the main model's tracker images
+
+
+@dataclass
+class WhisperSection:
+    """The audio features of the speech-driven trainings (train_speech.py, train_pose.py)."""
+    model: str = "openai/whisper-tiny"   # Hub id or local folder
+    batch_size: int = 8
+
+
+class TrainConfigMixin:
+    """YAML (de)serialisation for a top-level training config dataclass."""
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        return build_dataclass(cls, data, "config")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path | None = None, overrides: list[str] = ()):
+        return load_config(cls, path, overrides)
+
+    def save_yaml(self, path: str | Path) -> None:
+        save_config(self, path)
+
+
+@dataclass
+class TrainConfig(TrainConfigMixin):
     model: ModelSection = field(default_factory=ModelSection)
     data: list = field(default_factory=list, metadata={"item": DataSource})
     optim: OptimSection = field(default_factory=OptimSection)
@@ -70,21 +101,6 @@ class TrainConfig:
     green_background: bool = True     # targets composited on green, as the released model was trained
     mix_every: int = 2                # every second batch mixes the two datasets (SPEC §3)
     num_workers: int = 0
-
-    # ---- (de)serialisation ---------------------------------------------------------------------------
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        return build_dataclass(cls, data, "config")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path | None = None, overrides: list[str] = ()) -> "TrainConfig":
-        return load_config(cls, path, overrides)
-
-    def save_yaml(self, path: str | Path) -> None:
-        save_config(self, path)
 
 
 def parse_config_args(cls, argv, description: str, example: str = "train/configs/"):
