@@ -119,7 +119,8 @@ def losses(out: Path) -> dict:
 
 
 def test_killed_run_resumes_with_the_same_loss_trajectory(prepared, tmp_path):
-    args = ("optim.max_steps=8", "log.checkpoint_every=3")
+    # the adversarial branch is off in tiny.yaml; switch it on so the discriminator's state resumes too
+    args = ("optim.max_steps=8", "log.checkpoint_every=3", "losses.adversarial=1.0")
     whole = launch(prepared, tmp_path / "whole", *args)
     assert whole.returncode == 0, whole.stderr[-3000:]
     killed = launch(prepared, tmp_path / "killed", *args, env={"EMOPORTRAITS_TEST_CRASH_AT_STEP": "5"})
@@ -134,6 +135,21 @@ def test_killed_run_resumes_with_the_same_loss_trajectory(prepared, tmp_path):
     with torch.no_grad():
         out = model(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64))
     assert out.shape == (1, 3, 64, 64)
+
+
+def test_tiny_config_copies_the_source_not_the_training_identities(prepared, tmp_path):
+    """Regression: with the old tiny config (pair jitter 0.3, a 3.1M-parameter discriminator with
+    L_adv + 40·L_FM, cosface) the tiny generator memorised its few training identities and its output
+    on a new face did not depend on the source. The config now jitters pairs strongly and trains
+    without the discriminator, which train_main then skips entirely (nothing is computed for it)."""
+    cfg = TrainConfig.from_yaml(REPO / "train" / "configs" / "tiny.yaml")
+    assert cfg.data[0].pair_jitter >= 0.5
+    assert cfg.losses["adversarial"] == 0 and cfg.losses["feature_matching"] == 0 and cfg.losses["cosface"] == 0
+    run = launch(prepared, tmp_path / "run", "optim.max_steps=3", "log.checkpoint_every=3")
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all(r["discriminator"] == 0.0 and "adversarial" not in r and r["l1"] > 0 for r in rows)
 
 
 def test_two_process_ddp_training(prepared, tmp_path):

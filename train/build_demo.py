@@ -79,8 +79,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--videos", type=Path, required=True, help="folder of training videos (one identity each)")
     p.add_argument("--out", type=Path, default=REPO / "assets" / "default-model", help="bundle folder to write")
-    p.add_argument("--main-minutes", type=float, default=20.0, help="main-model training budget (default: 20)")
-    p.add_argument("--main-steps", type=int, default=4000, help="main-model cosine schedule length (default: 4000)")
+    p.add_argument("--main-minutes", type=float, default=15.0, help="main-model training budget (default: 15)")
+    p.add_argument("--main-steps", type=int, default=5000, help="main-model cosine schedule length (default: 5000)")
     p.add_argument("--speech-steps", type=int, default=600, help="E_aud training steps (default: 600)")
     p.add_argument("--pose-steps", type=int, default=600, help="pose-generator training steps (default: 600)")
     p.add_argument("--frames-per-clip", type=int, default=300, help="frames kept per video (default: 300)")
@@ -112,7 +112,7 @@ def main() -> None:
         start = time.monotonic()
         if not (work / "main" / "final").exists():
             run(ACCELERATE + [REPO / "train" / "train_main.py", "--config", REPO / "train/configs/tiny.yaml",
-                              f"data.0.path={data}", "data.0.pair_jitter=0.3", f"log.output_dir={work / 'main'}",
+                              f"data.0.path={data}", f"log.output_dir={work / 'main'}",
                               "log.tracker=null", f"optim.max_steps={args.main_steps}",
                               f"optim.max_minutes={args.main_minutes}", "log.checkpoint_every=500"])
         main_steps = sum(1 for _ in (work / "main" / "metrics.jsonl").open())

@@ -134,6 +134,7 @@ def main(argv=None) -> int:
 
     raw_disc = accelerator.unwrap_model(disc)
     weights = nets["weights"]
+    use_disc = bool(weights.adversarial or weights.feature_matching)
     progress = None
     if accelerator.is_main_process:
         from tqdm.auto import tqdm
@@ -156,11 +157,14 @@ def main(argv=None) -> int:
             sched_g.step()
             opt_g.zero_grad(set_to_none=True)
             raw_disc.requires_grad_(True)
-            d_loss = discriminator_loss(disc, target, pred)
-            accelerator.backward(d_loss)
-            opt_d.step()
-            sched_d.step()
-            opt_d.zero_grad(set_to_none=True)
+            if use_disc:
+                d_loss = discriminator_loss(disc, target, pred)
+                accelerator.backward(d_loss)
+                opt_d.step()
+                sched_d.step()
+                opt_d.zero_grad(set_to_none=True)
+            else:   # no adversarial/feature-matching term: the discriminator would be dead weight
+                d_loss = torch.zeros(())
         if not accelerator.sync_gradients:
             continue
         step += 1
