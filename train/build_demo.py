@@ -6,7 +6,9 @@ training scripts — the whole recipe in one command, on the CPU:
 1. `emoportraits prepare-data --with-audio --stride 1`: 64² crops, masks, pose labels and audio.
 2. A random-weight Whisper (seed 0; no pretrained Whisper is reachable offline, see
    `emoportraits.audio.random_whisper`) → OUT/whisper.
-3. train/train_main.py, train/configs/tiny.yaml, for --main-minutes → OUT (the main model).
+3. train/train_main.py, train/configs/tiny.yaml, for --main-minutes → OUT (the main model), with the
+   head-pose network from train/train_head_pose.py on the same labels (main training takes θ from
+   the labels; inference takes it from this network, so it must be trained too).
 4. train/fit_mouth_pca.py with that model (E_motion's z of the training frames).
 5. train/train_speech.py, train/configs/speech_tiny.yaml, for --speech-steps → OUT/speech.
 6. train/train_pose.py, train/configs/pose_tiny.yaml, for --pose-steps → OUT/pose.
@@ -24,7 +26,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,7 +58,8 @@ parts react to loudness and spectral shape, not to phonemes.
 Stages (train/build_demo.py): prepare-data (64², stride 1, with audio) → random Whisper (seed 0)
 → train/train_main.py (train/configs/tiny.yaml, {main_minutes} min) → train/fit_mouth_pca.py →
 train/train_speech.py (train/configs/speech_tiny.yaml, {speech_steps} steps) → train/train_pose.py
-(train/configs/pose_tiny.yaml, {pose_steps} steps). Run on {machine}; main model: {main_steps} steps.
+(train/configs/pose_tiny.yaml, {pose_steps} steps); the head-pose network by train/train_head_pose.py
+({head_pose_steps} steps). Run on {machine}; main model: {main_steps} steps.
 
 ## Training data
 
@@ -81,6 +83,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=REPO / "assets" / "default-model", help="bundle folder to write")
     p.add_argument("--main-minutes", type=float, default=15.0, help="main-model training budget (default: 15)")
     p.add_argument("--main-steps", type=int, default=5000, help="main-model cosine schedule length (default: 5000)")
+    p.add_argument("--head-pose-steps", type=int, default=3000, help="head-pose network steps (default: 3000)")
     p.add_argument("--speech-steps", type=int, default=600, help="E_aud training steps (default: 600)")
     p.add_argument("--pose-steps", type=int, default=600, help="pose-generator training steps (default: 600)")
     p.add_argument("--frames-per-clip", type=int, default=300, help="frames kept per video (default: 300)")
@@ -109,13 +112,16 @@ def main() -> None:
             random_whisper(d_model=64, layers=2, heads=4, window_frames=250, seed=0,
                            vocab_size=64).save_pretrained(work / "whisper")
 
-        start = time.monotonic()
         if not (work / "main" / "final").exists():
             run(ACCELERATE + [REPO / "train" / "train_main.py", "--config", REPO / "train/configs/tiny.yaml",
                               f"data.0.path={data}", f"log.output_dir={work / 'main'}",
                               "log.tracker=null", f"optim.max_steps={args.main_steps}",
                               f"optim.max_minutes={args.main_minutes}", "log.checkpoint_every=500"])
         main_steps = sum(1 for _ in (work / "main" / "metrics.jsonl").open())
+        if not (work / "head_pose.safetensors").exists():
+            run([sys.executable, REPO / "train" / "train_head_pose.py", "--data", data, "--preset", "tiny",
+                 "--steps", args.head_pose_steps, "--batch-size", "32", "--lr", "1e-3", "--workers", "0",
+                 "--device", "cpu", "--out", work / "head_pose.safetensors"])
         if not (work / "mouth_pca.safetensors").exists():
             run([sys.executable, REPO / "train" / "fit_mouth_pca.py", "--model", work / "main" / "final", "--data", data,
                  "--components", "8", "--out", work / "mouth_pca.safetensors", "--quiet"])
@@ -131,17 +137,21 @@ def main() -> None:
                               f"data.path={data}", f"whisper.model={work / 'whisper'}",
                               f"log.output_dir={work / 'pose'}", f"optim.max_steps={args.pose_steps}",
                               f"log.checkpoint_every={args.pose_steps}"])
-        minutes = (time.monotonic() - start) / 60
 
-        shutil.copytree(work / "main" / "final", bundle)
+        from safetensors.torch import load_file
+
+        from emoportraits import EmoPortraits
+        main_model = EmoPortraits.from_pretrained(work / "main" / "final")
+        main_model.head_pose_net.load_state_dict(load_file(str(work / "head_pose.safetensors")))
+        main_model.save_pretrained(bundle)
         shutil.copytree(work / "speech" / "final", bundle / "speech")
         shutil.copytree(work / "pose" / "final", bundle / "pose")
         shutil.copytree(work / "whisper", bundle / "whisper")
         listing = "\n".join(f"- `{v.name}`" for v in videos)
         (bundle / "README.md").write_text(CARD.format(
             command=command, main_minutes=args.main_minutes, speech_steps=args.speech_steps,
-            pose_steps=args.pose_steps, main_steps=main_steps, videos=listing,
-            machine=f"{os.cpu_count()} CPU cores, {minutes:.0f} min of training"))
+            pose_steps=args.pose_steps, head_pose_steps=args.head_pose_steps, main_steps=main_steps, videos=listing,
+            machine=f"{os.cpu_count()} CPU cores"))
         (bundle / "build.json").write_text(json.dumps({"videos": [v.name for v in videos], "main_steps": main_steps,
                                                        "command": command}, indent=2))
         out = args.out.resolve()
