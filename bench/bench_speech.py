@@ -1,13 +1,14 @@
 """Train a tiny E_aud on the CPU and test it on held-out clips in the PCA-mouth space of z.
 
 1. Prepares consecutive frames + audio of the shared driving clips that have speech
-   (`prepare-data --with-audio --stride 1`), holding out --held-out clips.
+   (`prepare-data --with-audio --stride 1`), holding out --held-out clips entirely and the last
+   25 % of the others (E_aud trains on their first 75 %), as bench_pose.py does.
 2. The teacher (E_motion of a main model: --main, default the bundled demo checkpoint, else a
    random tiny model) and Whisper (--whisper, default the demo's random-weight one, else a tiny
    random one: no Whisper weights are reachable offline; pass a real one when you have it).
 3. Fits the mouth PCA basis on the training clips (train/fit_mouth_pca.py --data).
 4. Trains E_aud with train/train_speech.py for --steps.
-5. On every held-out clip: ẑ = E_aud(z_0, audio) rolled out autoregressively (no teacher) against
+5. On every held-out clip / clip end: ẑ = E_aud(z_0, audio) rolled out autoregressively (no teacher) against
    E_motion's z of each frame, as the mean |PC_k(ẑ) − PC_k(z)| over the first 8 mouth components;
    baseline: the constant z_0 (the first frame's expression for every frame).
 
@@ -34,7 +35,8 @@ def run(cmd: list[str]) -> None:
 
 
 @torch.inference_mode()
-def evaluate(main_dir: Path, speech_dir: Path | None, whisper: str, data: Path, pca_path: Path) -> dict:
+def evaluate(main_dir: Path, speech_dir: Path | None, whisper: str, data: Path, pca_path: Path,
+             segment=(0.0, 1.0)) -> dict:
     from emoportraits import EmoPortraits, SpeechEncoder
     from emoportraits.audio import WhisperFeatures
     from emoportraits.data.speech import SpeechClipDataset
@@ -44,7 +46,7 @@ def evaluate(main_dir: Path, speech_dir: Path | None, whisper: str, data: Path, 
     speech = SpeechEncoder.from_pretrained(speech_dir).eval() if speech_dir else None
     pca = MouthPCA.load(pca_path)
     clips = SpeechClipDataset(data, WhisperFeatures(whisper), clip_frames=(10_000, 10_000),
-                              resolution=model.config.image_size)
+                              resolution=model.config.image_size, segment=segment)
     errors, frames = [], 0
     for i in range(len(clips)):
         item = clips[i]
@@ -52,7 +54,7 @@ def evaluate(main_dir: Path, speech_dir: Path | None, whisper: str, data: Path, 
         z_hat = speech(z[:1], item["audio"][None])[0] if speech else z[:1].expand_as(z)
         errors.append(float(pca_loss(z_hat[1:], z[1:], pca, n=8)) * (len(z) - 1))
         frames += len(z) - 1
-    return {"pca_mouth_l1": sum(errors) / frames, "frames": frames}
+    return {"pca_mouth_l1": sum(errors) / frames, "frames": frames, "sum": sum(errors)}
 
 
 def main() -> None:
@@ -101,15 +103,23 @@ def main() -> None:
              REPO / "train" / "train_speech.py", "--config", REPO / "train" / "configs" / "speech_tiny.yaml",
              f"model.main={main_dir}", f"whisper.model={whisper}", f"data.path={work / 'train'}",
              f"networks.mouth_pca={work / 'mouth_pca.safetensors'}", f"log.output_dir={work / 'run'}",
-             f"optim.max_steps={args.steps}", f"optim.teacher_forcing_steps={args.steps // 2}",
+             "data.segment=[0.0, 0.75]", f"optim.max_steps={args.steps}", f"optim.teacher_forcing_steps={args.steps // 2}",
              "optim.lr=1.0e-3", f"log.checkpoint_every={args.steps}"])
-        trained = evaluate(main_dir, work / "run" / "final", whisper, work / "heldout", work / "mouth_pca.safetensors")
-        constant = evaluate(main_dir, None, whisper, work / "heldout", work / "mouth_pca.safetensors")
-    print(f"\nheld-out: {', '.join(v.name for v in split['heldout'])} ({trained['frames']} frames); "
-          f"E_aud trained {args.steps} steps on {len(split['train'])} clips; teacher {main_dir}; whisper {whisper}")
-    print(f"{'prediction of z':<32}{'mean |ΔPC_1..8|':>18}")
-    print(f"{'constant z_0 (baseline)':<32}{constant['pca_mouth_l1']:>18.4f}")
-    print(f"{'E_aud (audio-driven)':<32}{trained['pca_mouth_l1']:>18.4f}")
+        pca = work / "mouth_pca.safetensors"
+        sets = {"held-out ends of the training clips": (work / "train", (0.75, 1.0)),
+                "held-out clips": (work / "heldout", (0.0, 1.0))}
+        rows = {}
+        for name, (data, segment) in sets.items():
+            rows[name] = (evaluate(main_dir, None, whisper, data, pca, segment),
+                          evaluate(main_dir, work / "run" / "final", whisper, data, pca, segment))
+    print(f"\nE_aud trained {args.steps} steps on the first 75 % of {len(split['train'])} clips; held out: the "
+          f"rest of them and {', '.join(v.name for v in split['heldout'])}; teacher {main_dir}; whisper {whisper}")
+    print(f"{'held-out set':<40}{'frames':>8}{'constant z_0':>14}{'E_aud':>10}   (mean |ΔPC_1..8|)")
+    pooled = [0.0, 0.0, 0]
+    for name, (constant, trained) in rows.items():
+        print(f"{name:<40}{constant['frames']:>8}{constant['pca_mouth_l1']:>14.4f}{trained['pca_mouth_l1']:>10.4f}")
+        pooled = [pooled[0] + constant["sum"], pooled[1] + trained["sum"], pooled[2] + constant["frames"]]
+    print(f"{'pooled':<40}{pooled[2]:>8}{pooled[0] / pooled[2]:>14.4f}{pooled[1] / pooled[2]:>10.4f}")
 
 
 if __name__ == "__main__":

@@ -64,6 +64,7 @@ class DataSection:
     path: str = ""                       # prepare-data --with-audio --stride 1 output
     clip_frames: tuple = (50, 200)
     resolution: int | None = None        # default: the main model's image size
+    segment: tuple = (0.0, 1.0)          # use the frames [a·n, b·n) of every clip (hold out the rest)
 
 
 @dataclass
@@ -307,7 +308,7 @@ def main(argv=None) -> int:
 
     data = SpeechClipDataset(cfg.data.path, whisper, clip_frames=tuple(cfg.data.clip_frames),
                              resolution=cfg.data.resolution or main_model.config.image_size, seed=cfg.seed,
-                             frames_per_step=sc.audio_frames_per_step)
+                             frames_per_step=sc.audio_frames_per_step, segment=tuple(cfg.data.segment))
     if data.dropped:
         say(f"{data.dropped} clip(s) of {cfg.data.path} left out (no audio or no constant frame rate)")
     o = cfg.optim

@@ -7,8 +7,7 @@ the audio features aligned to them — no images.
 Same prepared sets, windows and audio as `SpeechClipDataset` (``prepare-data --with-audio --stride
 1``; random windows a function of (seed, index, draw); Whisper features cached per clip), plus:
 
-* ``segment=(a, b)``: only the frames [a·n, b·n) of every clip of n frames are used — e.g. (0, 0.8)
-  to train and (0.8, 1) to validate on the held-out end of the same videos.
+* ``segment=(a, b)`` (of `SpeechClipDataset`): only the frames [a·n, b·n) of every clip are used.
 * ``pose9`` (T, 9): the raw9 labels as poses (``geometry.pose9_from_raw9``, the scale dropped): the
   head's transformation from the canonical frame of the labels (a frontal, centred head is the
   identity) — the generator's target with ``reference="canonical"``.
@@ -34,31 +33,7 @@ class PoseClipDataset(SpeechClipDataset):
     def __init__(self, shards, whisper, clip_frames=(50, 100), seed: int = 0, *, frames_per_step: int = 2,
                  segment=(0.0, 1.0), cache_size: int | None = None):
         super().__init__(shards, whisper, clip_frames, None, seed, frames_per_step=frames_per_step,
-                         cache_size=cache_size)
-        a, b = (float(v) for v in segment)
-        if not 0.0 <= a < b <= 1.0:
-            raise ValueError(f"segment must be (a, b) with 0 <= a < b <= 1, got {segment!r}")
-        self.segment = (a, b)
-        keep = [c for c in self.clips if self.segment_range(int(c))[1] - self.segment_range(int(c))[0] >= 2]
-        if not keep:
-            raise ValueError(f"{self.shards.root}: no clip has two or more frames in the segment {self.segment}")
-        self.dropped += len(self.clips) - len(keep)
-        self.clips = np.asarray(keep, np.int64)
-
-    def segment_range(self, clip: int) -> tuple[int, int]:
-        """[first, end) stored frames of ``clip`` inside the segment."""
-        n = int(self.shards.n_frames[clip])
-        return int(round(self.segment[0] * n)), int(round(self.segment[1] * n))
-
-    def window(self, i: int, draw: int | None = None) -> tuple[int, int, int]:
-        clip = int(self.clips[i])
-        first, end = self.segment_range(clip)
-        n = end - first
-        lo, hi = self.clip_frames
-        rng = np.random.default_rng([self.seed, i] + ([draw] if draw is not None else []))
-        length = n if n <= lo else int(rng.integers(lo, min(hi, n) + 1))
-        start = first + int(rng.integers(n - length + 1))
-        return clip, start, length
+                         cache_size=cache_size, segment=segment)
 
     def __getitem__(self, key) -> dict:
         i, draw = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (int(key), None)

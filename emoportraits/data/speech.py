@@ -37,11 +37,14 @@ class SpeechClipDataset(Dataset):
 
     ``whisper``: a ``WhisperFeatures`` (or any callable: 16 kHz float samples → (N, D) at 50 Hz).
     ``frames_per_step``: k of ``align_to_frames`` (SpeechEncoderConfig.audio_frames_per_step).
-    Clips without stored audio, without a constant frame rate, or with fewer than 2 frames are left out.
+    ``segment=(a, b)``: only the frames [a·n, b·n) of every clip of n frames are used — e.g. (0, 0.75)
+    to train and (0.75, 1) to test on the held-out end of the same videos.
+    Clips without stored audio, without a constant frame rate, or with fewer than 2 frames (in the
+    segment) are left out.
     """
 
     def __init__(self, shards, whisper, clip_frames=(50, 200), resolution: int | None = None, seed: int = 0,
-                 *, frames_per_step: int = 2, cache_size: int | None = None):
+                 *, frames_per_step: int = 2, cache_size: int | None = None, segment=(0.0, 1.0)):
         self.shards = _as_shards(shards)
         self.whisper = whisper
         lo, hi = (int(clip_frames), int(clip_frames)) if np.isscalar(clip_frames) else map(int, clip_frames)
@@ -54,10 +57,15 @@ class SpeechClipDataset(Dataset):
         self.cache_size = cache_size
         self._cache: dict[int, torch.Tensor] = {}
         self._lock = threading.Lock()
+        a, b = (float(v) for v in segment)
+        if not 0.0 <= a < b <= 1.0:
+            raise ValueError(f"segment must be (a, b) with 0 <= a < b <= 1, got {segment!r}")
+        self.segment = (a, b)
         keep, dropped = [], 0
         for c in np.flatnonzero(self.shards.n_frames >= 2):
             h = self.shards.header(int(c))
-            if "audio" in h and float(h.get("fps") or 0) > 0:
+            first, end = self.segment_range(int(c))
+            if "audio" in h and float(h.get("fps") or 0) > 0 and end - first >= 2:
                 keep.append(int(c))
             else:
                 dropped += 1
@@ -65,7 +73,13 @@ class SpeechClipDataset(Dataset):
         self.dropped = dropped
         if len(self.clips) == 0:
             raise ValueError(f"{self.shards.root}: no clip with audio, a constant frame rate and two or more "
-                             f"frames; prepare it with `emoportraits prepare-data --with-audio --stride 1`")
+                             f"frames in the segment {self.segment}; prepare it with "
+                             f"`emoportraits prepare-data --with-audio --stride 1`")
+
+    def segment_range(self, clip: int) -> tuple[int, int]:
+        """[first, end) stored frames of ``clip`` inside the segment."""
+        n = int(self.shards.n_frames[clip])
+        return int(round(self.segment[0] * n)), int(round(self.segment[1] * n))
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -102,11 +116,12 @@ class SpeechClipDataset(Dataset):
     def window(self, i: int, draw: int | None = None) -> tuple[int, int, int]:
         """(clip, start, length) of item ``i`` (with the sampler's per-draw seed ``draw``)."""
         clip = int(self.clips[i])
-        n = int(self.shards.n_frames[clip])
+        first, end = self.segment_range(clip)
+        n = end - first
         lo, hi = self.clip_frames
         rng = np.random.default_rng([self.seed, i] + ([draw] if draw is not None else []))
         length = n if n <= lo else int(rng.integers(lo, min(hi, n) + 1))
-        start = int(rng.integers(n - length + 1))
+        start = first + int(rng.integers(n - length + 1))
         return clip, start, length
 
     def __getitem__(self, key) -> dict:
