@@ -1,18 +1,22 @@
 """Train a tiny E_aud on the CPU and test it on held-out clips in the PCA-mouth space of z.
 
-1. Prepares consecutive frames + audio of the shared driving clips that have speech
-   (`prepare-data --with-audio --stride 1`), holding out --held-out clips entirely and the last
+1. Prepares consecutive frames + audio of the shared driving clips that have speech (d05, d06;
+   `prepare-data --with-audio --stride 1`), holding out --held-out clips entirely and the last
    25 % of the others (E_aud trains on their first 75 %), as bench_pose.py does.
 2. The teacher (E_motion of a main model: --main, default the bundled demo checkpoint, else a
    random tiny model) and Whisper (--whisper, default the demo's random-weight one, else a tiny
    random one: no Whisper weights are reachable offline; pass a real one when you have it).
-3. Fits the mouth PCA basis on the training clips (train/fit_mouth_pca.py --data).
-4. Trains E_aud with train/train_speech.py for --steps.
+3. Fits the mouth PCA basis on the training clips (train/fit_mouth_pca.py --data, upper face
+   frozen to the first frame so that the components are the mouth's).
+4. Chooses E_aud's learning rate and step count from --grid on a validation part of the training
+   clips (train on [0, 0.6), score on [0.6, 0.75)): about 5 s of speech is all there is, so how
+   long to train matters more than anything. Then trains E_aud on [0, 0.75) with the choice
+   (train/train_speech.py).
 5. On every held-out clip / clip end: ẑ = E_aud(z_0, audio) rolled out autoregressively (no teacher) against
    E_motion's z of each frame, as the mean |PC_k(ẑ) − PC_k(z)| over the first 8 mouth components;
    baseline: the constant z_0 (the first frame's expression for every frame).
 
-    python bench/bench_speech.py --steps 300
+    python bench/bench_speech.py            # about 8 minutes on 2 CPU cores
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EMOPORTRAITS_SHARED", REPO.parent / "shared"))
-SPEECH_CLIPS = ("d01", "d03", "d05", "d06")      # the shared clips whose audio track is speech or sound
+SPEECH_CLIPS = ("d05", "d06")      # the shared clips whose audio track is speech (d01/d03 carry music)
 
 
 def run(cmd: list[str]) -> None:
@@ -59,13 +63,22 @@ def evaluate(main_dir: Path, speech_dir: Path | None, whisper: str, data: Path, 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=300, help="E_aud training steps (default: 300)")
+    p.add_argument("--grid", default="1e-4:100,3e-4:100,1e-4:300,1e-3:50", metavar="LR:STEPS,…",
+                   help="E_aud learning rates and step counts to choose from on the validation part "
+                        "(default: 1e-4:100,3e-4:100,1e-4:300,1e-3:50)")
     p.add_argument("--held-out", default="d06", help="clip name prefixes held out (default: d06)")
-    p.add_argument("--frames-per-clip", type=int, default=120)
+    p.add_argument("--frames-per-clip", type=int, default=400, help="frames per clip (default: 400, whole clips)")
+    p.add_argument("--freeze-upper-face", action=argparse.BooleanOptionalAction, default=True,
+                   help="fit the PCA on frames whose upper face is frozen to the first one (default: on)")
     p.add_argument("--main", type=Path, help="main model folder (default: assets/default-model, else random tiny)")
     p.add_argument("--whisper", help="a Whisper model id/folder (default: the main bundle's, else tiny random)")
     p.add_argument("--work-dir", type=Path, help="keep everything here (default: a temporary folder)")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="more train_speech config overrides")
     args = p.parse_args()
+    try:
+        grid = [(float(item.split(":")[0]), int(item.split(":")[1])) for item in args.grid.split(",")]
+    except (ValueError, IndexError):
+        raise SystemExit(f"--grid must look like 1e-4:100,3e-4:100 (learning rate:steps), got {args.grid!r}")
     videos = [v for v in sorted((SHARED / "media" / "driving").glob("*.mp4")) if v.name.startswith(SPEECH_CLIPS)]
     if not videos:
         raise SystemExit(f"no clips under {SHARED / 'media' / 'driving'}; set EMOPORTRAITS_SHARED")
@@ -97,22 +110,42 @@ def main() -> None:
             tiny_whisper().save_pretrained(work / "whisper")
             whisper = str(work / "whisper")
         run([sys.executable, REPO / "train" / "fit_mouth_pca.py", "--model", main_dir, "--data", work / "train",
-             "--components", "8", "--out", work / "mouth_pca.safetensors", "--quiet"])
-        run([Path(sys.executable).with_name("accelerate"), "launch", "--cpu", "--num_processes", "1",
-             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-             REPO / "train" / "train_speech.py", "--config", REPO / "train" / "configs" / "speech_tiny.yaml",
-             f"model.main={main_dir}", f"whisper.model={whisper}", f"data.path={work / 'train'}",
-             f"networks.mouth_pca={work / 'mouth_pca.safetensors'}", f"log.output_dir={work / 'run'}",
-             "data.segment=[0.0, 0.75]", f"optim.max_steps={args.steps}", f"optim.teacher_forcing_steps={args.steps // 2}",
-             "optim.lr=1.0e-3", f"log.checkpoint_every={args.steps}"])
+             "--components", "8", "--out", work / "mouth_pca.safetensors", "--quiet",
+             *(["--freeze-upper-face"] if args.freeze_upper_face else [])])
         pca = work / "mouth_pca.safetensors"
+
+        def train(run_dir: Path, segment: tuple[float, float], lr: float, steps: int) -> Path:
+            if run_dir.exists():          # a kept --work-dir: train again, not resume a finished run
+                import shutil
+                shutil.rmtree(run_dir)
+            run([Path(sys.executable).with_name("accelerate"), "launch", "--cpu", "--num_processes", "1",
+                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                 REPO / "train" / "train_speech.py", "--config", REPO / "train" / "configs" / "speech_tiny.yaml",
+                 f"model.main={main_dir}", f"whisper.model={whisper}", f"data.path={work / 'train'}",
+                 f"networks.mouth_pca={pca}", f"log.output_dir={run_dir}", f"data.segment=[{segment[0]}, {segment[1]}]",
+                 f"optim.max_steps={steps}", f"optim.teacher_forcing_steps={steps // 2}", f"optim.lr={lr}",
+                 f"log.checkpoint_every={steps}", *args.overrides])
+            return run_dir / "final"
+
+        # model selection on a validation part of the training clips only ([0.6, 0.75) after training on
+        # [0, 0.6)); the held-out sets are looked at once, after the choice
+        validation, best = {}, None
+        for lr, steps in grid:
+            final = train(work / f"val_{lr:g}_{steps}", (0.0, 0.6), lr, steps)
+            validation[(lr, steps)] = evaluate(main_dir, final, whisper, work / "train", pca, (0.6, 0.75))["pca_mouth_l1"]
+            best = (lr, steps) if best is None or validation[(lr, steps)] < validation[best] else best
+        val_constant = evaluate(main_dir, None, whisper, work / "train", pca, (0.6, 0.75))["pca_mouth_l1"]
+        lr, steps = best
+        train(work / "run", (0.0, 0.75), lr, steps)
         sets = {"held-out ends of the training clips": (work / "train", (0.75, 1.0)),
                 "held-out clips": (work / "heldout", (0.0, 1.0))}
         rows = {}
         for name, (data, segment) in sets.items():
             rows[name] = (evaluate(main_dir, None, whisper, data, pca, segment),
                           evaluate(main_dir, work / "run" / "final", whisper, data, pca, segment))
-    print(f"\nE_aud trained {args.steps} steps on the first 75 % of {len(split['train'])} clips; held out: the "
+    print("\nvalidation (train on [0, 0.6) of the training clips, score on [0.6, 0.75)): constant z_0 "
+          f"{val_constant:.4f}; " + ", ".join(f"lr {a:g} × {b} steps {v:.4f}" for (a, b), v in validation.items()))
+    print(f"E_aud (lr {lr:g}) trained {steps} steps on the first 75 % of {len(split['train'])} clips; held out: the "
           f"rest of them and {', '.join(v.name for v in split['heldout'])}; teacher {main_dir}; whisper {whisper}")
     print(f"{'held-out set':<40}{'frames':>8}{'constant z_0':>14}{'E_aud':>10}   (mean |ΔPC_1..8|)")
     pooled = [0.0, 0.0, 0]
