@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import make_model
-from emoportraits import EmoPortraits
+from emoportraits import EmoPortraits, EmoPortraitsConfig
 from emoportraits.cli import main as cli_main
 from emoportraits.losses.config import LossWeights
 from emoportraits.models.discriminator import MultiScalePatchDiscriminator
@@ -140,8 +140,9 @@ def test_killed_run_resumes_with_the_same_loss_trajectory(prepared, tmp_path):
 def test_tiny_config_copies_the_source_not_the_training_identities(prepared, tmp_path):
     """Regression: with the old tiny config (pair jitter 0.3, a 3.1M-parameter discriminator with
     L_adv + 40·L_FM, cosface) the tiny generator memorised its few training identities and its output
-    on a new face did not depend on the source. The config now jitters pairs strongly and trains
-    without the discriminator, which train_main then skips entirely (nothing is computed for it)."""
+    on a new face did not depend on the source. The config now jitters pairs strongly, trains
+    without the discriminator, which train_main then skips entirely (nothing is computed for it), and
+    uses a 16² volume (the preset's 8² cannot carry a 64² face)."""
     cfg = TrainConfig.from_yaml(REPO / "train" / "configs" / "tiny.yaml")
     assert cfg.data[0].pair_jitter >= 0.5
     assert cfg.losses["adversarial"] == 0 and cfg.losses["feature_matching"] == 0 and cfg.losses["cosface"] == 0
@@ -150,6 +151,8 @@ def test_tiny_config_copies_the_source_not_the_training_identities(prepared, tmp
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert all(r["discriminator"] == 0.0 and "adversarial" not in r and r["l1"] > 0 for r in rows)
+    exported = EmoPortraitsConfig.from_dict(json.loads((tmp_path / "run" / "final" / "config.json").read_text()))
+    assert exported.image_size == 64 and exported.feature_size == 16
 
 
 def test_two_process_ddp_training(prepared, tmp_path):

@@ -63,7 +63,7 @@ parts react to loudness and spectral shape, not to phonemes.
 ```
 
 Stages (train/build_demo.py): prepare-data (64², stride 1, with audio) → random Whisper (seed 0)
-→ train/train_main.py (train/configs/tiny.yaml, {main_minutes} min) → train/fit_mouth_pca.py →
+→ train/train_main.py (train/configs/tiny.yaml, at most {main_minutes} min) → train/fit_mouth_pca.py →
 train/train_speech.py (train/configs/speech_tiny.yaml, {speech_steps} steps) → train/train_pose.py
 (train/configs/pose_tiny.yaml, {pose_steps} steps); the head-pose network by train/train_head_pose.py
 ({head_pose_steps} steps). Run on {machine}; main model: {main_steps} steps.
