@@ -15,30 +15,64 @@ from pathlib import Path
 from .errors import EmoPortraitsError
 
 
-def _cmd_convert(args: argparse.Namespace) -> None:
-    from .convert import convert_to_pretrained
-
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
+def _write_folder(out: Path, overwrite: bool, write):
+    """``write(folder)`` into a sibling temporary folder, then move it to ``out``: never a half-written
+    model folder. A non-empty ``out`` is replaced only with ``overwrite``. Returns what ``write`` returns."""
+    if out.exists() and not out.is_dir():
+        raise EmoPortraitsError(f"{out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
         raise EmoPortraitsError(f"{out} exists and is not empty; pass --overwrite to replace it")
-    # write into a sibling temporary folder, then move it into place: no half-written model folder
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)            # mkdtemp's private 0700, made the usual mode of a new folder
     try:
-        print(f"reading {args.checkpoint} and {args.head_pose} …", file=sys.stderr)
-        model = convert_to_pretrained(args.checkpoint, args.head_pose, tmp, preset=args.preset)
+        result = write(tmp)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return result
+
+
+def _cmd_convert(args: argparse.Namespace) -> None:
+    from .convert import convert_to_pretrained
+
+    out = Path(args.out)
+
+    def write(tmp: Path):
+        print(f"reading {args.checkpoint} and {args.head_pose} …", file=sys.stderr)
+        return convert_to_pretrained(args.checkpoint, args.head_pose, tmp, preset=args.preset)
+
+    model = _write_folder(out, args.overwrite, write)
     n = sum(p.numel() for p in model.parameters())
     print(f"wrote {out} ({n:,} parameters); load it with EmoPortraits.from_pretrained({str(out)!r})")
     if args.push_to_hub:
         print(f"pushing to the Hub as {args.push_to_hub} …", file=sys.stderr)
         model.push_to_hub(args.push_to_hub)
         print(f"pushed https://huggingface.co/{args.push_to_hub}")
+
+
+def _cmd_convert_whisper(args: argparse.Namespace) -> None:
+    from .convert_whisper import convert_ctranslate2_whisper
+
+    source, out = Path(args.ctranslate2), Path(args.out)
+    if not source.is_dir():
+        raise EmoPortraitsError(f"--ctranslate2 {source}: no such folder; pass the CTranslate2 model folder "
+                                f"(model.bin, config.json)")
+
+    def write(tmp: Path):
+        print(f"reading {source / 'model.bin'} …", file=sys.stderr)
+        return convert_ctranslate2_whisper(source, tmp)
+
+    model = _write_folder(out, args.overwrite, write)
+    c = model.config
+    print(f"wrote {out} (Whisper, {sum(p.numel() for p in model.parameters()):,} parameters: d_model {c.d_model}, "
+          f"{c.encoder_layers}+{c.decoder_layers} layers, {c.num_mel_bins} mel bins); "
+          f"use it with --whisper {out} or WhisperModel.from_pretrained({str(out)!r})")
 
 
 def _cmd_reenact(args: argparse.Namespace) -> None:
@@ -215,6 +249,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder")
     p.add_argument("--push-to-hub", metavar="REPO", help="also upload the folder to this Hub repo (needs a login)")
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser(
+        "convert-whisper", help="convert a CTranslate2 (faster-whisper) Whisper into a transformers folder",
+        description="Convert a Whisper model in CTranslate2 format (a folder with model.bin, config.json and "
+                    "vocabulary.txt / tokenizer.json, as faster-whisper uses) into a transformers WhisperModel "
+                    "folder (config.json, model.safetensors, preprocessor_config.json) for --whisper. Works "
+                    "offline, without CTranslate2; float32, float16, bfloat16 and int8 files are read (int8 is "
+                    "dequantised). Every variable must be understood and every weight filled.")
+    p.add_argument("--ctranslate2", required=True, metavar="DIR", help="the CTranslate2 Whisper folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder")
+    p.set_defaults(func=_cmd_convert_whisper)
 
     p = sub.add_parser(
         "reenact", help="animate a portrait photo with a driving video or image",
