@@ -82,12 +82,14 @@ def main() -> None:
     videos = [v for v in sorted((SHARED / "media" / "driving").glob("*.mp4")) if v.name.startswith(SPEECH_CLIPS)]
     if not videos:
         raise SystemExit(f"no clips under {SHARED / 'media' / 'driving'}; set EMOPORTRAITS_SHARED")
-    held = tuple(s.strip() for s in args.held_out.split(","))
+    held = tuple(s.strip() for s in args.held_out.split(",") if s.strip())   # "" = only the clip ends
     split = {"train": [v for v in videos if not v.name.startswith(held)],
              "heldout": [v for v in videos if v.name.startswith(held)]}
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work_dir or Path(tmp)
         for name, vids in split.items():
+            if not vids:
+                continue
             folder = work / f"{name}_videos"
             for v in vids:
                 (folder / v.stem).mkdir(parents=True, exist_ok=True)
@@ -139,6 +141,8 @@ def main() -> None:
         train(work / "run", (0.0, 0.75), lr, steps)
         sets = {"held-out ends of the training clips": (work / "train", (0.75, 1.0)),
                 "held-out clips": (work / "heldout", (0.0, 1.0))}
+        if not split["heldout"]:
+            del sets["held-out clips"]
         rows = {}
         for name, (data, segment) in sets.items():
             rows[name] = (evaluate(main_dir, None, whisper, data, pca, segment),
