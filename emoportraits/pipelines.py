@@ -190,9 +190,11 @@ class EmoPortraitsPipeline:
 
     # ---- composition ------------------------------------------------------------------------------
     def _compose(self, rendered: np.ndarray, src: PreparedSource, opts: ReenactOptions) -> np.ndarray:
-        from .media.crop import composite, paste_back
+        from .media.crop import composite, green_key, paste_back
 
         mask = self.masker(rendered)
+        key, rendered = green_key(rendered)          # no green halo from the training background
+        mask = mask * key
         if opts.paste_back:
             return paste_back(src.image, rendered, src.box, mask, feather=opts.feather)
         return composite(rendered, mask, "transparent" if opts.background == "transparent" else opts.background)

@@ -180,6 +180,21 @@ def test_composite():
     assert rgba.shape == (8, 8, 4) and rgba[3, 3, 3] == 255 and rgba[0, 0, 3] == 0
 
 
+def test_green_key_removes_the_training_background_and_its_spill():
+    from emoportraits.media.crop import green_key
+    img = np.zeros((4, 4, 3), np.uint8)
+    img[0] = (0, 255, 0)                          # the key colour
+    img[1] = (200, 150, 120)                      # skin
+    img[2] = (100, 202, 60)                       # half skin, half green (a blurry edge)
+    img[3] = (40, 30, 30)                         # dark hair
+    alpha, clean = green_key(img)
+    assert alpha.dtype == np.float32 and alpha.shape == (4, 4)
+    assert (alpha[0] == 0).all() and (alpha[1] == 1).all() and (alpha[3] == 1).all()
+    assert np.allclose(alpha[2], 1 - (102 - 32) / 128)           # g = 202 − 100
+    assert (clean[1] == img[1]).all() and (clean[3] == img[3]).all()   # no green in them: untouched
+    assert (clean[2] == (100, 100, 60)).all() and (clean[0] == 0).all()  # G capped at max(R, B)
+
+
 @needs_litert
 @needs_portraits
 def test_portrait_mask(detector):

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["resize", "square_crop_box", "crop", "paste_back", "composite", "BoxSmoother", "PoseSmoother"]
+__all__ = ["resize", "square_crop_box", "crop", "paste_back", "composite", "green_key", "BoxSmoother", "PoseSmoother"]
 
 
 def resize(array: np.ndarray, size: tuple[int, int], mode: str = "bilinear") -> np.ndarray:
@@ -90,6 +90,26 @@ def _gaussian_blur(mask: np.ndarray, sigma: float) -> np.ndarray:
     x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
     x = F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
     return x[0, 0].numpy()
+
+
+def green_key(rendered: np.ndarray, low: float = 32.0, high: float = 160.0) -> tuple[np.ndarray, np.ndarray]:
+    """Key out the green background a rendered crop is painted on: ``(alpha, despilled)``.
+
+    Our training composites targets on pure green (`emoportraits.training.step.GREEN`), so a model
+    trained here paints the background green, and a blurry edge is part face, part green. The
+    portrait segmenter's mask of such a crop reaches into that green, which would then show as a
+    halo around the pasted face. Greenness g = G − max(R, B) (negative on skin, 255 on the key):
+    alpha falls linearly from 1 at g ≤ ``low`` to 0 at g ≥ ``high``, and green spill is removed by
+    capping G at max(R, B) wherever g > 0 (the classic despill; skin and hair are untouched).
+    ``rendered``: uint8 (H, W, 3); returns alpha float32 (H, W) and the despilled uint8 image.
+    """
+    rgb = rendered.astype(np.int16)
+    rb = np.maximum(rgb[..., 0], rgb[..., 2])
+    g = rgb[..., 1] - rb
+    alpha = np.clip(1.0 - (g - low) / (high - low), 0.0, 1.0).astype(np.float32)
+    despilled = rendered.copy()
+    despilled[..., 1] = np.where(g > 0, rb, rgb[..., 1]).astype(np.uint8)
+    return alpha, despilled
 
 
 def paste_back(original: np.ndarray, rendered: np.ndarray, box, mask: np.ndarray | None = None,
