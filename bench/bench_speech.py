@@ -149,8 +149,9 @@ def main() -> None:
                           evaluate(main_dir, work / "run" / "final", whisper, data, pca, segment))
     print("\nvalidation (train on [0, 0.6) of the training clips, score on [0.6, 0.75)): constant z_0 "
           f"{val_constant:.4f}; " + ", ".join(f"lr {a:g} × {b} steps {v:.4f}" for (a, b), v in validation.items()))
+    unseen = f" and {', '.join(v.name for v in split['heldout'])}" if split["heldout"] else ""
     print(f"E_aud (lr {lr:g}) trained {steps} steps on the first 75 % of {len(split['train'])} clips; held out: the "
-          f"rest of them and {', '.join(v.name for v in split['heldout'])}; teacher {main_dir}; whisper {whisper}")
+          f"rest of them{unseen}; teacher {main_dir}; whisper {whisper}")
     print(f"{'held-out set':<40}{'frames':>8}{'constant z_0':>14}{'E_aud':>10}   (mean |ΔPC_1..8|)")
     pooled = [0.0, 0.0, 0]
     for name, (constant, trained) in rows.items():
