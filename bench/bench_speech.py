@@ -16,7 +16,13 @@
    E_motion's z of each frame, as the mean |PC_k(ẑ) − PC_k(z)| over the first 8 mouth components;
    baseline: the constant z_0 (the first frame's expression for every frame).
 
+With --probe, E_aud is not trained; instead the data are asked what they can teach: the
+correlation of each mouth component with loudness per clip, and linear probes (ridge from
+[PC(z_0), Whisper features] to the mouth components) chosen and scored like E_aud
+(bench/_speech_probe.py).
+
     python bench/bench_speech.py            # about 8 minutes on 2 CPU cores
+    python bench/bench_speech.py --probe    # about 1 minute
 """
 from __future__ import annotations
 
@@ -72,6 +78,8 @@ def main() -> None:
                    help="fit the PCA on frames whose upper face is frozen to the first one (default: on)")
     p.add_argument("--main", type=Path, help="main model folder (default: assets/default-model, else random tiny)")
     p.add_argument("--whisper", help="a Whisper model id/folder (default: the main bundle's, else tiny random)")
+    p.add_argument("--probe", action="store_true",
+                   help="do not train E_aud: print the loudness correlations and linear probes instead")
     p.add_argument("--work-dir", type=Path, help="keep everything here (default: a temporary folder)")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="more train_speech config overrides")
     args = p.parse_args()
@@ -115,6 +123,12 @@ def main() -> None:
              "--components", "8", "--out", work / "mouth_pca.safetensors", "--quiet",
              *(["--freeze-upper-face"] if args.freeze_upper_face else [])])
         pca = work / "mouth_pca.safetensors"
+        if args.probe:
+            sys.path.insert(0, str(REPO / "bench"))
+            from _speech_probe import clip_arrays, report
+            report(clip_arrays(main_dir, whisper, work / "train", pca),
+                   clip_arrays(main_dir, whisper, work / "heldout", pca) if split["heldout"] else [])
+            return
 
         def train(run_dir: Path, segment: tuple[float, float], lr: float, steps: int) -> Path:
             if run_dir.exists():          # a kept --work-dir: train again, not resume a finished run
