@@ -76,6 +76,11 @@ def _rows(clip: dict, lo: float, hi: float, pairs: bool) -> tuple[np.ndarray, np
     return s, t, clip["pc"][t] - clip["pc"][s]
 
 
+def _standardised(audio: np.ndarray) -> np.ndarray:
+    """Per clip, zero mean and unit variance per feature: a speaker / channel normalisation."""
+    return (audio - audio.mean(0)) / (audio.std(0) + 1e-6)
+
+
 class LinearSpeechProbe:
     """Ridge from [PC(z_s), reduced audio of frame t] to PC(z_t) − PC(z_s)."""
 
@@ -85,9 +90,7 @@ class LinearSpeechProbe:
     def features(self, clip: dict, s: np.ndarray, t: np.ndarray) -> np.ndarray:
         parts = [clip["pc"][s]]
         if self.use_audio:
-            a = clip["audio"]
-            a = (a - a.mean(0)) / (a.std(0) + 1e-6)          # per clip: speaker / channel normalisation
-            parts.append(self.reduce.transform(a[t]))
+            parts.append(self.reduce.transform(_standardised(clip["audio"])[t]))
         return np.concatenate(parts, 1)
 
     def fit(self, clips: list[dict], segment: tuple[float, float]) -> "LinearSpeechProbe":
@@ -97,8 +100,7 @@ class LinearSpeechProbe:
         if self.use_audio:
             frames = []
             for c in clips:
-                a = c["audio"]
-                a = (a - a.mean(0)) / (a.std(0) + 1e-6)
+                a = _standardised(c["audio"])
                 T = len(a)
                 frames.append(a[int(round(segment[0] * T)):int(round(segment[1] * T))])
             frames = np.concatenate(frames)
