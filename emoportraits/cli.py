@@ -143,11 +143,27 @@ def _cmd_poses(args: argparse.Namespace) -> None:
     model = _load_part(PoseGenerator, pose_path, "--pose-model")
     if args.device:
         model = model.to(args.device)
-    seq = generate_poses(model, whisper, samples, fps=args.fps, seed=args.seed, temperature=args.temperature)
+    initial = _portrait_initial_pose(args, model) if args.source else None
+    seq = generate_poses(model, whisper, samples, fps=args.fps, seed=args.seed, temperature=args.temperature,
+                         initial_pose=initial)
     out = seq.save(args.out)
     print(f"wrote {out} ({len(seq)} frames at {seq.fps:g} fps)")
     if args.plot:
         print(f"wrote {seq.plot(args.plot)}")
+
+
+def _portrait_initial_pose(args: argparse.Namespace, pose_model):
+    """``poses --source``: the portrait's head pose for a pose model trained to start from one, else None."""
+    if not pose_model.config.initial_pose:
+        print(f"note: this pose model was not trained with an initial head pose; --source {args.source} "
+              f"is not used", file=sys.stderr)
+        return None
+    from .media.image import load_image
+    from .pipelines import EmoPortraitsPipeline
+
+    image = load_image(args.source)          # a bad photo fails before the main model loads
+    pipe = EmoPortraitsPipeline.from_pretrained(_model_or_default(args.model), device=args.device or "cpu")
+    return pipe.initial_pose_for(pipe.prepare_source(image, name=args.source), pose_model)
 
 
 def _bundle_part(given: str | None, model: str | None, component: str, flag: str, what: str) -> str:
@@ -298,8 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the Whisper model the speech (and pose) model was trained with "
                         "(default: the model bundle's whisper/)")
     p.add_argument("--pose", default="still",
-                   help="still (default), generated (head motion generated from the speech) or driver:VIDEO "
-                        "(head motion of a video)")
+                   help="still (default), generated (head motion generated from the speech, starting from the "
+                        "portrait's head pose) or driver:VIDEO (head motion of a video)")
     p.add_argument("--pose-model", metavar="DIR_OR_REPO",
                    help="with --pose generated: PoseGenerator folder or Hub repo (default: the model bundle's pose/)")
     p.add_argument("--seed", type=int, metavar="N", help="with --pose generated: seed of the motion (default: random)")
@@ -318,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audio", required=True, metavar="AUDIO", help="speech: wav, mp3, flac, … or a video with audio")
     p.add_argument("--out", required=True, metavar="POSES.json|.npy", help="output pose file")
     p.add_argument("--plot", metavar="PLOT.png", help="also plot yaw/pitch/roll and translation over time")
+    p.add_argument("--source", metavar="PHOTO",
+                   help="portrait photo: the motion starts from its head pose (for a pose model trained with an "
+                        "initial pose; uses the model bundle's main model to find the face)")
     p.add_argument("--model", metavar="DIR_OR_REPO",
                    help="model bundle whose pose/ and whisper/ parts are used (default: $EMOPORTRAITS_MODEL, "
                         "else the bundled model)")

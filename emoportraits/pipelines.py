@@ -21,7 +21,7 @@ import torch
 from .bundle import looks_local
 from .errors import EmoPortraitsError, MediaError
 from .models import Avatar, EmoPortraits
-from .models.geometry import theta_from_raw9
+from .models.geometry import pose9_from_raw9, theta_from_raw9
 
 logger = logging.getLogger("emoportraits")
 PathLike = Union[str, os.PathLike]
@@ -69,6 +69,7 @@ class PreparedSource:
     crop: np.ndarray           # the model-resolution crop, uint8
     mask: np.ndarray           # portrait mask of the crop, float [0, 1]
     avatar: Avatar
+    landmarks: np.ndarray | None = None   # (468, 3) face mesh in crop coordinates, when the detector gave one
 
 
 class EmoPortraitsPipeline:
@@ -120,6 +121,7 @@ class EmoPortraitsPipeline:
     @torch.inference_mode()
     def prepare_source(self, image: np.ndarray, *, name: str = "source", options: ReenactOptions | None = None
                        ) -> PreparedSource:
+        from .data.pose_labels import landmarks_to_crop
         from .media.crop import crop, square_crop_box
         from .media.faces import select_face
         from .media.mask import binarize
@@ -137,7 +139,29 @@ class EmoPortraitsPipeline:
         # the released model was trained on sources with the background removed (binarised mask)
         keep = torch.from_numpy(binarize(mask)).to(self.model.device, self.model.dtype)[None, None]
         avatar = self.model.encode_source(self._to_tensor(cropped[None]), mask=keep)
-        return PreparedSource(image=image, box=box, crop=cropped, mask=mask, avatar=avatar)
+        landmarks = None if face.landmarks is None else landmarks_to_crop(face.landmarks, box)
+        return PreparedSource(image=image, box=box, crop=cropped, mask=mask, avatar=avatar, landmarks=landmarks)
+
+    @torch.inference_mode()
+    def source_pose9(self, source: PreparedSource) -> torch.Tensor:
+        """The portrait's absolute head pose, (9,) float32 on the CPU: 6D rotation + translation from the
+        canonical frame of the head-pose labels (``data.pose_labels``), the convention in which the pose
+        generator's ``initial_pose`` was trained. Its face mesh is fitted to the label template exactly as
+        ``prepare-data`` labels a frame; without a mesh, the head-pose network on the unmasked crop."""
+        from .data.pose_labels import fit_pose
+
+        # Not θ_s: it is estimated on the masked crop, which the head-pose network was not trained on
+        # (with the demo model, 18° from the labels on average over the shared portraits; unmasked: 11°).
+        if source.landmarks is not None:
+            raw9 = torch.from_numpy(fit_pose(source.landmarks))
+        else:
+            raw9 = self.model.head_pose_net.raw(self._to_tensor(source.crop[None]))[0].float().cpu()
+        return pose9_from_raw9(raw9)
+
+    def initial_pose_for(self, source: PreparedSource, pose_model) -> torch.Tensor | None:
+        """``generate_poses``' ``initial_pose`` for ``source``: its head pose (`source_pose9`) when
+        ``pose_model`` (a `PoseGenerator`) was trained with one (``config.initial_pose``), else None."""
+        return self.source_pose9(source) if pose_model.config.initial_pose else None
 
     # ---- driver ---------------------------------------------------------------------------------
     def _driver_motion(self, frames: Iterator[np.ndarray], name: str, opts: ReenactOptions
@@ -267,7 +291,8 @@ class EmoPortraitsPipeline:
         z; the head stays still (``pose="still"``) or follows a driver video's head motion since its
         first frame (``pose="driver:PATH"``), or moves as ``pose_model`` (a `PoseGenerator`) generates
         from the same audio (``pose="generated"``; ``pose_seed`` / ``pose_temperature``: its noise draw
-        and scale), the motion applied relative to the photo's own pose. The mp4 carries ``audio`` and
+        and scale), the motion applied relative to the photo's own pose and, for a pose model trained with
+        an initial pose, generated from it (`initial_pose_for`). The mp4 carries ``audio`` and
         lasts as long (± 1 frame).
         ``whisper``: a `WhisperFeatures`, or a Hub id / folder of a Whisper model matching the speech
         model's ``audio_dim`` (default openai/whisper-tiny).
@@ -315,7 +340,8 @@ class EmoPortraitsPipeline:
             from .poses import generate_poses
 
             motion = generate_poses(pose_model.to(device), _Precomputed(whisper, features), samples, fps=fps,
-                                    seed=pose_seed, temperature=pose_temperature, n_frames=n)
+                                    seed=pose_seed, temperature=pose_temperature, n_frames=n,
+                                    initial_pose=self.initial_pose_for(src, pose_model))
             poses = iter(motion.theta(src.avatar.theta)[:, None])     # θ_s · M_t, one (1, 4, 4) per frame
         else:
             poses = self._pose_track(src, driver, opts)

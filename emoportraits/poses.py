@@ -139,9 +139,10 @@ def generate_poses(pose_model, whisper, audio, fps: float = 25.0, seed: int | No
     Whisper model it was trained with (any callable samples → (N, D) features with a ``dim``). ``audio``: a file (audio, or a video with sound) or 16 kHz mono
     float samples. ``seed``: the noise draw (None: a random one); ``temperature``: its scale (0 = the
     deterministic, most likely motion; larger = livelier). ``initial_pose``: the portrait's absolute
-    head pose (9,) (6D rotation + translation in the labels' canonical frame, e.g.
-    ``geometry.pose9_from_raw9`` of its head-pose estimate) for a model trained with that input
-    (``config.initial_pose``); None: a frontal, centred head.
+    head pose (9,) (6D rotation + translation in the labels' canonical frame:
+    ``EmoPortraitsPipeline.source_pose9`` of the prepared portrait, or ``initial_pose_for``, which gives
+    None to a model without that input) for a model trained with it (``config.initial_pose``); None: a
+    frontal, centred head.
     """
     from .audio import SAMPLE_RATE, WhisperFeatures, align_to_frames, load_audio, n_frames_for
 

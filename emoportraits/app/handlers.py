@@ -183,12 +183,14 @@ class Handlers:
         seconds = self._audio_seconds(audio)
         # a random draw gets a seed of its own, so the rendered video moves exactly as plotted
         seed = random.randrange(2**31) if seed is None or seed == "" or int(seed) < 0 else int(seed)
-        image = self._portrait(source) if render else None
+        image = self._portrait(source) if render or source else None
         if render:
             self._need("speech")
+        # a portrait given: the poses start from its head pose, as `speak` will render them
+        initial = self._initial_pose(image) if image is not None else None
         progress(0.1, desc="generating head poses")
         sequence = generate_poses(self.models.pose, self.models.whisper, audio, fps=FPS, seed=seed,
-                                  temperature=float(temperature))
+                                  temperature=float(temperature), initial_pose=initial)
         out = self._outdir()
         files = [str(sequence.save(out / "head_poses.json")), str(sequence.save(out / "head_poses.npy"))]
         plot = str(sequence.plot(out / "head_poses.png"))
@@ -199,8 +201,16 @@ class Handlers:
                 image, audio, out / "posed.mp4", speech_model=self.models.speech, whisper=self.models.whisper,
                 progress=_progress_callback(progress, "animating"),
                 **self._generated_pose_kwargs(pose_seed=seed, pose_temperature=float(temperature))))
+        start = ", starting from the portrait's head pose" if initial is not None else ""
         return plot, files, video, (f"Done: {seconds:.1f} s of speech → {len(sequence)} head poses at {FPS:g} fps "
-                                    f"(seed {seed}).")
+                                    f"(seed {seed}{start}).")
+
+    def _initial_pose(self, image: np.ndarray):
+        """The portrait's head pose for the pose generator (None for a model trained without one)."""
+        if not self.models.pose.config.initial_pose:
+            return None
+        pipe = self.models.pipeline
+        return pipe.initial_pose_for(pipe.prepare_source(image, name="the portrait"), self.models.pose)
 
     def _generated_pose_kwargs(self, **extra) -> dict:
         """Keyword arguments of ``pipeline.speak`` for head poses from the pose generator."""

@@ -113,7 +113,8 @@ def _poses_tab(h: Handlers, ex, models: AppModels) -> None:
                 seed = gr.Number(0, precision=0, label="Seed (-1: random)")
                 temperature = gr.Slider(0.1, 2, value=1, step=0.05, label="Temperature")
             render = gr.Checkbox(False, label="Also render the poses on a portrait (needs the speech part)")
-            source = PhotoInput(type="filepath", label="Portrait photo (optional)", elem_id="poses-source")
+            source = PhotoInput(type="filepath", label="Portrait photo (optional: the poses start from its head pose)",
+                                 elem_id="poses-source")
             run = gr.Button("Generate head poses", variant="primary", elem_id="poses-run")
         with gr.Column():
             plot = gr.Image(label="Yaw, pitch, roll and translation over time", interactive=False, show_label=False,
