@@ -88,7 +88,8 @@ def _cmd_reenact(args: argparse.Namespace) -> None:
         background = _parse_colour(background)
     options = ReenactOptions(relative=args.relative, expression_scale=args.expression_scale,
                              paste_back=args.paste_back, background=background, smooth=args.smooth,
-                             fixed_crop=args.fixed_crop, face_index=args.face_index, max_frames=args.max_frames)
+                             fixed_crop=args.fixed_crop, face_index=args.face_index, max_frames=args.max_frames,
+                             render=args.render)
     options.validate()
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     pipe = EmoPortraitsPipeline.from_pretrained(_model_or_default(args.model), device=args.device, dtype=dtype,
@@ -119,7 +120,8 @@ def _cmd_speak(args: argparse.Namespace) -> None:
     pose_model = _load_part(PoseGenerator, pose_path, "--pose-model") if pose_path else None
     background = args.background if args.background == "transparent" else _parse_colour(args.background)
     options = ReenactOptions(paste_back=args.paste_back, background=background,
-                             smooth=args.smooth, face_index=args.face_index, max_frames=args.max_frames)
+                             smooth=args.smooth, face_index=args.face_index, max_frames=args.max_frames,
+                             render=args.render)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     pipe = EmoPortraitsPipeline.from_pretrained(_model_or_default(args.model), device=args.device, dtype=dtype)
     out = pipe.speak(args.source, args.audio, args.out, speech_model=speech, whisper=whisper, pose=pose,
@@ -199,10 +201,53 @@ def _load_part(cls, name: str, flag: str):
         raise EmoPortraitsError(f"{flag} {name}: could not load a {cls.__name__} ({type(e).__name__}: {first})") from None
 
 
+def _cmd_download(args: argparse.Namespace) -> None:
+    from .download import command
+
+    command(args)
+
+
 def _cmd_prepare_data(args: argparse.Namespace) -> None:
     from .data.prepare import run
 
     run(args)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    import logging
+    import shlex
+    import time
+
+    from .metrics.acceptance_report import AcceptanceEvaluator, dlib_embedder, find_pairs, write_summary
+    from .pipelines import EmoPortraitsPipeline
+
+    logging.basicConfig(level=logging.WARNING, format="note: %(message)s")   # the table is the output
+    limits = {"portraits": args.max_portraits, "videos": args.max_videos, "audio": args.max_audio, "pairs": args.pairs}
+    # folders, dlib and the speech parts are checked before the (slow) main model loads
+    pairs = find_pairs(args.portraits, args.videos, args.audio, limits)
+    embedder = dlib_embedder()
+    speech = whisper = None
+    if any(p.kind == "speech" for p in pairs):
+        from .audio import WhisperFeatures
+        from .models import SpeechEncoder
+
+        speech = _load_part(SpeechEncoder, _bundle_part(args.speech_model, args.model, "speech", "--speech-model",
+                                                        "speech model (E_aud)"), "--speech-model")
+        whisper = WhisperFeatures(_bundle_part(args.whisper, args.model, "whisper", "--whisper", "Whisper encoder"))
+    model = _model_or_default(args.model)
+    pipe = EmoPortraitsPipeline.from_pretrained(model, device=args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    evaluator = AcceptanceEvaluator(pipe, embedder, speech_model=speech, whisper=whisper, max_frames=args.max_frames,
+                                    log=lambda line: print(line, file=sys.stderr))
+    rows = evaluator.run(pairs, out)
+    given = [f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in vars(args).items()
+             if v is not None and k not in ("command", "func")]
+    table, md, js = write_summary(out, rows, {"model": model, "max_frames": args.max_frames, "limits": limits},
+                                  " ".join(["emoportraits evaluate", *given]), time.perf_counter() - start)
+    print(table)
+    print(f"wrote {md}, {js} and {len(rows)} contact sheets in {out / 'sheets'}")
 
 
 def _parse_colour(text: str) -> tuple[int, int, int]:
@@ -227,7 +272,9 @@ def _model_or_default(model: str | None) -> str:
 def _add_rendering_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by the commands that animate a photo (reenact, speak)."""
     p.add_argument("--model", metavar="DIR_OR_REPO",
-                   help="EmoPortraits folder or Hub repo (default: $EMOPORTRAITS_MODEL, else the bundled model)")
+                   help="EmoPortraits folder, Hub repo, or 'official' (the authors' released model, downloaded once "
+                        "by `emoportraits download`) (default: $EMOPORTRAITS_MODEL, else the official model when "
+                        "it is cached, else the bundled demo)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps … (default: the best available)")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="model precision (default: fp32)")
     p.add_argument("--paste-back", action=argparse.BooleanOptionalAction, default=True,
@@ -240,6 +287,10 @@ def _add_rendering_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--face-index", type=int, default=0, metavar="I",
                    help="which face of the photo to animate, 0 = largest (default: 0)")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    p.add_argument("--render", default="auto", choices=["auto", "photo", "network"],
+                   help="photo: move the portrait's own pixels along the model's warps and add what the network "
+                        "draws beyond them (sharp, the person stays recognisable); network: the model's image as "
+                        "is; auto (default): photo for models below 256², network otherwise")
     p.add_argument("--quiet", action="store_true", help="no progress bar or notes")
 
 
@@ -350,6 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, mps … (default: cpu)")
     p.set_defaults(func=_cmd_poses)
 
+    from .download import DESCRIPTION as _download_description, add_arguments as _download_arguments
+    p = sub.add_parser("download", help="download, convert and cache the authors' released model (--model official)",
+                       description=_download_description)
+    _download_arguments(p)
+    p.set_defaults(func=_cmd_download)
+
     from .data.prepare import add_arguments as _prepare_arguments
     p = sub.add_parser(
         "prepare-data", help="turn a folder of videos into a training set (crops, masks, head-pose labels)",
@@ -358,6 +415,31 @@ def build_parser() -> argparse.ArgumentParser:
                     "index.json. Resumable (rerun the same command) and parallel (--workers).")
     _prepare_arguments(p)
     p.set_defaults(func=_cmd_prepare_data)
+
+    p = sub.add_parser(
+        "evaluate", help="score a model's outputs on folders of photos, videos and speech (acceptance figures)",
+        description="Animate every portrait with every driving video (reenact) and every audio file (speak, still "
+                    "head), with the pipeline's default options, and score each output: identity (dlib face "
+                    "distance), face detection rate, motion ratio to the driver, mouth–loudness correlation, "
+                    "seam along the crop box, and a no-op check. Writes OUT/summary.md, OUT/summary.json, "
+                    "OUT/sheets/PAIR.png contact sheets and OUT/videos/PAIR.mp4, and prints the table. "
+                    "Needs dlib (pip install 'emoportraits[eval]').")
+    p.add_argument("--model", metavar="DIR_OR_REPO",
+                   help="model bundle (default: $EMOPORTRAITS_MODEL, else the bundled model); speech pairs use its "
+                        "speech/ and whisper/ parts")
+    p.add_argument("--portraits", metavar="DIR", help="folder of portrait photos (jpg, png, …)")
+    p.add_argument("--videos", metavar="DIR", help="folder of driving videos: portrait × video pairs")
+    p.add_argument("--audio", metavar="DIR", help="folder of speech (wav, mp3, …): portrait × audio pairs")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created; files in it are replaced)")
+    p.add_argument("--max-frames", type=int, default=100, metavar="N", help="frames per output (default: 100)")
+    p.add_argument("--max-portraits", type=int, metavar="N", help="use the first N portraits (sorted by name)")
+    p.add_argument("--max-videos", type=int, metavar="N", help="use the first N videos")
+    p.add_argument("--max-audio", type=int, metavar="N", help="use the first N audio files")
+    p.add_argument("--pairs", type=int, metavar="N", help="evaluate at most N pairs in all (video pairs first)")
+    p.add_argument("--speech-model", metavar="DIR_OR_REPO", help="SpeechEncoder (default: the bundle's speech/)")
+    p.add_argument("--whisper", metavar="ID_OR_DIR", help="Whisper encoder (default: the bundle's whisper/)")
+    p.add_argument("--device", help="cpu, cuda, mps … (default: the best available)")
+    p.set_defaults(func=_cmd_evaluate)
     return parser
 
 

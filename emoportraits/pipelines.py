@@ -49,6 +49,14 @@ class ReenactOptions:
     crop_scale: float = 2.2            # crop side / face-box side, as the authors cropped
     feather: int = 15                  # paste-back mask feathering, in output pixels
     max_frames: int | None = None
+    # "photo": move the photo's own pixels along the model's warps and add the render's change
+    # (`media.photo_warp`); "network": the model's render as is; "auto": photo below 256² models,
+    # whose renders are too coarse to be the person
+    render: str = "auto"
+    residual: float = 1.0              # photo render: weight of the model's change beyond the warp
+
+    def render_mode(self, image_size: int) -> str:
+        return ("photo" if image_size < 256 else "network") if self.render == "auto" else self.render
 
     def validate(self) -> None:
         if not 0 <= self.smooth < 1:
@@ -59,6 +67,10 @@ class ReenactOptions:
             raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
         if self.face_index < 0:
             raise ValueError(f"face_index must be >= 0, got {self.face_index}")
+        if self.render not in ("auto", "photo", "network"):
+            raise ValueError(f"render must be 'auto', 'photo' or 'network', got {self.render!r}")
+        if not 0 <= self.residual <= 4:
+            raise ValueError(f"residual must be in [0, 4], got {self.residual}")
 
 
 @dataclass
@@ -67,8 +79,10 @@ class PreparedSource:
     image: np.ndarray          # the original photo, uint8 H×W×3
     box: np.ndarray            # square crop box [x0, y0, side] in photo pixels
     crop: np.ndarray           # the model-resolution crop, uint8
-    mask: np.ndarray           # portrait mask of the crop, float [0, 1]
+    mask: np.ndarray           # what is animated: portrait mask ∪ face region of the crop, float [0, 1]
     avatar: Avatar
+    reference_xy: torch.Tensor | None = None   # `drive_with_flow`'s map for the source's own θ_s, z_s
+    photo: "PhotoWarp | None" = None           # the photo render's state (render="photo")
     landmarks: np.ndarray | None = None   # (468, 3) face mesh in crop coordinates, when the detector gave one
 
 
@@ -124,7 +138,7 @@ class EmoPortraitsPipeline:
         from .data.pose_labels import landmarks_to_crop
         from .media.crop import crop, square_crop_box
         from .media.faces import select_face
-        from .media.mask import binarize
+        from .media.mask import binarize, face_region_mask
 
         opts = options or ReenactOptions()
         faces = self.detector.detect(image)
@@ -135,12 +149,32 @@ class EmoPortraitsPipeline:
         size = self.model.config.image_size
         box = square_crop_box(face, (image.shape[1], image.shape[0]), opts.crop_scale)
         cropped = crop(image, box, size)
-        mask = self.masker(cropped)
+        # the segmenter can return nothing for a face it does not know (a dark-skinned, turned face):
+        # the face region is always part of what is animated
+        mask = np.maximum(self.masker(cropped), face_region_mask(face, box, size))
         # the released model was trained on sources with the background removed (binarised mask)
         keep = torch.from_numpy(binarize(mask)).to(self.model.device, self.model.dtype)[None, None]
         avatar = self.model.encode_source(self._to_tensor(cropped[None]), mask=keep)
         landmarks = None if face.landmarks is None else landmarks_to_crop(face.landmarks, box)
-        return PreparedSource(image=image, box=box, crop=cropped, mask=mask, avatar=avatar, landmarks=landmarks)
+        reference, xy = self.model.drive_with_flow(avatar, z=avatar.z, theta=avatar.theta)
+        photo = None
+        if opts.render_mode(size) == "photo":
+            photo = self._photo_warp(image, face, box, reference, xy, opts)
+        return PreparedSource(image=image, box=box, crop=cropped, mask=mask, avatar=avatar, landmarks=landmarks,
+                              reference_xy=xy, photo=photo)
+
+    def _photo_warp(self, image: np.ndarray, face, box: np.ndarray, reference: torch.Tensor,
+                    reference_xy: torch.Tensor, opts: ReenactOptions):
+        """The photo render's state: the crop at the resolution it is pasted at (at most 1024²)."""
+        from .media.crop import crop
+        from .media.mask import face_region_mask
+        from .media.photo_warp import PhotoWarp
+
+        side = int(np.clip(round(float(box[2])), 16, 1024))
+        big = crop(image, box, side)
+        mask = np.maximum(self.masker(big), face_region_mask(face, box, side))
+        face_small = face_region_mask(face, box, self.model.config.image_size)
+        return PhotoWarp(big, mask, reference_xy, reference, face=face_small, residual=opts.residual)
 
     @torch.inference_mode()
     def source_pose9(self, source: PreparedSource) -> torch.Tensor:
@@ -213,12 +247,21 @@ class EmoPortraitsPipeline:
         return theta, z
 
     # ---- composition ------------------------------------------------------------------------------
-    def _compose(self, rendered: np.ndarray, src: PreparedSource, opts: ReenactOptions) -> np.ndarray:
+    def _render(self, src: PreparedSource, z: torch.Tensor, theta: torch.Tensor, opts: ReenactOptions) -> np.ndarray:
+        """One output frame for target (z, θ): rendered, masked and composed."""
         from .media.crop import composite, green_key, paste_back
+        from .media.photo_warp import warp_mask
 
-        mask = self.masker(rendered)
-        key, rendered = green_key(rendered)          # no green halo from the training background
-        mask = mask * key
+        image, xy = self.model.drive_with_flow(src.avatar, z=z, theta=theta)
+        if src.photo is not None:
+            rendered, mask = src.photo.render(xy, image)
+        else:
+            rendered = self._to_uint8(image)[0]
+            # the source's animated region, moved as the model moved it: a face the segmenter does
+            # not see in the render is still pasted
+            moved = warp_mask(src.mask, xy - src.reference_xy)
+            key, rendered = green_key(rendered)          # no green halo from the training background
+            mask = np.maximum(self.masker(rendered) * key, moved)
         if opts.paste_back:
             return paste_back(src.image, rendered, src.box, mask, feather=opts.feather)
         return composite(rendered, mask, "transparent" if opts.background == "transparent" else opts.background)
@@ -274,11 +317,13 @@ class EmoPortraitsPipeline:
         if audio_from is None:
             logger.info("%s has no audio track; the video is silent (add one with --audio)", Path(drv_name).name)
         bar = self._progress(progress, total, Path(drv_name).name)
+        check = MotionCheck(src, Path(str(output)).name)
         with VideoWriter(output, info.fps, audio_from=audio_from) as writer:
             frames = iter_frames(driver, max_frames=opts.max_frames)
             for i, image in enumerate(self._render_frames(src, frames, drv_name, opts)):
-                writer.write(_even(image))
+                writer.write(_even(check(image)))
                 bar(i + 1, total)
+            check.finish("does the driver's face move?")      # inside: a still result is not written
         return Path(output)
 
     @torch.inference_mode()
@@ -346,12 +391,13 @@ class EmoPortraitsPipeline:
         else:
             poses = self._pose_track(src, driver, opts)
         bar = self._progress(progress, n, Path(str(audio)).name)
+        check = MotionCheck(src, Path(str(output)).name)
         with VideoWriter(output, fps, audio_from=audio) as writer:
             for t in range(n):
                 theta = next(poses)
-                rendered = self._to_uint8(self.model.drive(src.avatar, z=z_seq[:, t], theta=theta))[0]
-                writer.write(_even(self._compose(rendered, src, opts)))
+                writer.write(_even(check(self._render(src, z_seq[:, t], theta, opts))))
                 bar(t + 1, n)
+            check.finish("is there speech in the audio?")
         return Path(output)
 
     def _pose_track(self, src: PreparedSource, driver: PathLike | None, opts: ReenactOptions) -> Iterator[torch.Tensor]:
@@ -375,8 +421,7 @@ class EmoPortraitsPipeline:
             if first is None:
                 first = (theta_d, z_d)
             theta, z = self.transfer(src.avatar, theta_d, z_d, first, opts)
-            rendered = self._to_uint8(self.model.drive(src.avatar, z=z, theta=theta))[0]
-            yield self._compose(rendered, src, opts)
+            yield self._render(src, z, theta, opts)
 
     @staticmethod
     def _progress(progress, total: int, desc: str) -> Callable[[int, int], None]:
@@ -392,6 +437,41 @@ class EmoPortraitsPipeline:
             if done >= n:
                 bar.close()
         return update
+
+
+class MotionCheck:
+    """Refuses a video whose face never moved: a result equal to the photo is a failure that must
+    not be reported as success (e.g. a face the compositing mask missed).
+
+    Tracks the largest mean change from the first frame inside the portrait's face box (sampled
+    every 4th pixel) of the frames before encoding (no compression noise: an untouched face is exactly
+    0); `finish` raises a MediaError when it stayed below ``threshold`` (in /255) over more than one frame.
+    """
+
+    def __init__(self, src: PreparedSource, name: str, threshold: float = 0.05):
+        from .media.crop import pixel_box
+
+        x0, y0, side = pixel_box(src.box)
+        h, w = src.image.shape[:2]
+        # the middle half of the crop box: the face, not the background the paste keeps
+        q = side // 4
+        self.region = (slice(max(0, y0 + q), min(h, y0 + side - q), 4), slice(max(0, x0 + q), min(w, x0 + side - q), 4))
+        self.name, self.threshold = name, threshold
+        self.first, self.largest, self.frames = None, 0.0, 0
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        patch = frame[self.region][..., :3].astype(np.float32)
+        if self.first is None:
+            self.first = patch
+        else:
+            self.largest = max(self.largest, float(np.abs(patch - self.first).mean()))
+        self.frames += 1
+        return frame
+
+    def finish(self, hint: str) -> None:
+        if self.frames > 1 and self.largest < self.threshold:
+            raise MediaError(f"{self.name}: the portrait was not animated (its face changed by at most "
+                             f"{self.largest:.2f}/255 over {self.frames} frames; {hint}); nothing was written")
 
 
 class _Precomputed:

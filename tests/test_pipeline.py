@@ -46,7 +46,11 @@ def test_image_driver_gives_image(model_dir, tmp_path):
     assert reenact(model_dir, shared_media(P03), shared_media(P05), out, "--no-paste-back",
                    "--background", "transparent") == 0
     image = np.asarray(Image.open(out))
-    assert image.shape == (64, 64, 4)                          # the model-resolution crop, RGBA
+    # the photo render works at the crop's own resolution in the photo (2.2× the face box), RGBA
+    assert image.shape[2] == 4 and image.shape[0] == image.shape[1] > 256
+    assert reenact(model_dir, shared_media(P03), shared_media(P05), out, "--no-paste-back",
+                   "--background", "transparent", "--render", "network") == 0
+    assert np.asarray(Image.open(out)).shape == (64, 64, 4)    # the model-resolution crop, RGBA
 
 
 def test_python_pipeline_and_cli_give_the_same_frames(model_dir, tmp_path):

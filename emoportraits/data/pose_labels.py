@@ -4,7 +4,7 @@ Conventions (all arrays float64 unless said otherwise):
 
 * **Crop coordinates.** Landmarks of a frame are expressed in the normalised coordinates of the
   model's input crop — the very crop `emoportraits.media.crop.crop` cuts (integer box, as
-  `_pixel_box` rounds it): x and y in [-1, 1] from the crop's left/top edge to its right/bottom
+  `pixel_box` rounds it): x and y in [-1, 1] from the crop's left/top edge to its right/bottom
   edge (``grid_sample`` with align_corners=False), z = the mesh's relative depth scaled like x
   (pixels · 2 / crop side; MediaPipe's z grows away from the camera, so (x, y, z) is right-handed).
 * **θ.** A similarity transform fitted (Umeyama, least squares) from the frame's landmarks p to a
@@ -50,9 +50,9 @@ def landmarks_to_crop(landmarks: np.ndarray, box) -> np.ndarray:
 
     Uses the integer box `crop` cuts, so the coordinates refer to the pixels the model sees.
     """
-    from ..media.crop import _pixel_box
+    from ..media.crop import pixel_box
 
-    x0, y0, side = _pixel_box(box)
+    x0, y0, side = pixel_box(box)
     lm = np.asarray(landmarks, dtype=np.float64)
     out = np.empty_like(lm)
     out[..., 0] = (lm[..., 0] - x0) * (2.0 / side) - 1.0

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["resize", "square_crop_box", "crop", "paste_back", "composite", "green_key", "BoxSmoother", "PoseSmoother"]
+__all__ = ["resize", "square_crop_box", "pixel_box", "crop", "paste_back", "composite", "green_key", "BoxSmoother", "PoseSmoother"]
 
 
 def resize(array: np.ndarray, size: tuple[int, int], mode: str = "bilinear") -> np.ndarray:
@@ -53,7 +53,7 @@ def square_crop_box(face, image_size: tuple[int, int], scale: float = 2.2,
     return np.array([x0, y0, side])
 
 
-def _pixel_box(box) -> tuple[int, int, int]:
+def pixel_box(box) -> tuple[int, int, int]:
     """Integer [x0, y0, side] used by both `crop` and `paste_back`, so that they invert each other."""
     x0, y0, side = (float(v) for v in np.asarray(box, dtype=np.float64)[:3])
     s = max(1, int(round(side)))
@@ -67,7 +67,7 @@ def crop(image: np.ndarray, box, size: int) -> np.ndarray:
     `square_crop_box`) are filled by repeating the border pixels. Bicubic, antialiased.
     """
     H, W = image.shape[:2]
-    x0, y0, s = _pixel_box(box)
+    x0, y0, s = pixel_box(box)
     # Clip to the image, then pad what was cut off with edge pixels.
     cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x0 + s, W), min(y0 + s, H)
     if cx1 <= cx0 or cy1 <= cy0:
@@ -112,45 +112,50 @@ def green_key(rendered: np.ndarray, low: float = 32.0, high: float = 160.0) -> t
     return alpha, despilled
 
 
+def _edge_ramp(n: int, width: float) -> np.ndarray:
+    """(n,) weights rising from 0 at both ends to 1 at ``width`` px inside, as a raised cosine
+    (its slope is 0 where it meets 1: no visible crease, unlike a linear ramp)."""
+    d = np.minimum(np.arange(n, dtype=np.float32) + 0.5, n - np.arange(n, dtype=np.float32) - 0.5)
+    t = np.clip(d / max(width, 1e-6), 0.0, 1.0)
+    return (0.5 - 0.5 * np.cos(np.pi * t)).astype(np.float32)
+
+
 def paste_back(original: np.ndarray, rendered: np.ndarray, box, mask: np.ndarray | None = None,
                feather: int = 16) -> np.ndarray:
-    """Alpha-composite a rendered crop back into the frame it was cut from.
+    """Alpha-composite a rendered crop back into the frame it was cut from, without a seam.
 
-    ``rendered`` (s, s, 3) and ``mask`` (s, s) in [0, 1] (None = all ones) are resized to
-    the box. With ``feather`` > 0 (pixels in the frame) the seam is hidden twice over:
-    the mask is Gaussian-blurred (sigma = feather / 3), and alpha ramps linearly from 0 at
-    each box side to 1 at ``feather`` px inside, except on sides lying on the image border,
-    where there is nothing to blend with. ``feather=0`` with a ones mask is a plain paste.
+    ``rendered`` (r, r, 3) and ``mask`` (m, m) in [0, 1] (None = all ones) are resized to the box
+    (bicubic for the image: an enlargement must never show its pixels). With ``feather`` > 0
+    (pixels in the frame) the mask is Gaussian-blurred (sigma = feather / 3), and alpha falls to 0
+    with a raised-cosine ramp ``feather`` px wide (at least 2 % of the box) on *every* side of the
+    part of the box inside the frame — also where the box meets the image border or the mask
+    touches the box edge — so no row or column of the result jumps at the crop box.
+    ``feather=0`` with a ones mask is a plain paste.
     """
     out = original.copy()
     H, W = original.shape[:2]
-    x0, y0, s = _pixel_box(box)
+    x0, y0, s = pixel_box(box)
+    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x0 + s, W), min(y0 + s, H)
+    if cx1 <= cx0 or cy1 <= cy0:
+        return out
     big = resize(rendered, (s, s), mode="bicubic").astype(np.float32)
     if mask is None:
         alpha = np.ones((s, s), np.float32)
     else:
         m = np.asarray(mask, np.float32)
         if feather > 0:
-            # blur at the mask's own resolution (the same sigma in frame pixels), then upsample:
-            # as smooth, and ~100× cheaper than blurring a 1000² box every frame
+            # blur at ≤ 128² (the same sigma in frame pixels), then enlarge: as smooth as blurring the
+            # whole box, and 10-100× cheaper for a large photo
+            if m.shape[0] > 128:
+                m = resize(m, (128, 128))
             m = _gaussian_blur(m, feather / 3.0 * m.shape[0] / s)
         alpha = np.clip(resize(m, (s, s)), 0.0, 1.0)
-    if feather > 0:
-        idx = np.arange(s, dtype=np.float32)
-        # Distance (in px) to each side; sides on the image border never fade.
-        left = idx + 0.5 if x0 > 0 else np.full(s, np.inf, np.float32)
-        right = s - idx - 0.5 if x0 + s < W else np.full(s, np.inf, np.float32)
-        top = idx + 0.5 if y0 > 0 else np.full(s, np.inf, np.float32)
-        bottom = s - idx - 0.5 if y0 + s < H else np.full(s, np.inf, np.float32)
-        ramp_x = np.clip(np.minimum(left, right) / feather, 0.0, 1.0)
-        ramp_y = np.clip(np.minimum(top, bottom) / feather, 0.0, 1.0)
-        alpha = alpha * ramp_y[:, None] * ramp_x[None, :]
-    # Paste only the part of the box that lies inside the frame.
-    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x0 + s, W), min(y0 + s, H)
-    if cx1 <= cx0 or cy1 <= cy0:
-        return out
     sl = (slice(cy0 - y0, cy1 - y0), slice(cx0 - x0, cx1 - x0))
-    a = alpha[sl][..., None]
+    a = alpha[sl]
+    if feather > 0:
+        width = max(float(feather), 0.02 * s, 2.0)
+        a = a * _edge_ramp(cy1 - cy0, width)[:, None] * _edge_ramp(cx1 - cx0, width)[None, :]
+    a = a[..., None]
     region = out[cy0:cy1, cx0:cx1].astype(np.float32)
     out[cy0:cy1, cx0:cx1] = np.clip(np.round(a * big[sl] + (1.0 - a) * region), 0, 255).astype(np.uint8)
     return out

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 
 from ..errors import EmoPortraitsError
-from .crop import resize
+from .crop import pixel_box, resize
 from .faces import WEIGHTS_DIR, _as_rgb, load_tflite
 
-__all__ = ["PortraitMasker", "binarize", "MASK_THRESHOLD"]
+__all__ = ["PortraitMasker", "binarize", "face_region_mask", "convex_hull", "MASK_THRESHOLD"]
 
 MASK_THRESHOLD = 0.6  # the authors' binarisation threshold
 
@@ -23,6 +23,61 @@ MASK_THRESHOLD = 0.6  # the authors' binarisation threshold
 def binarize(mask: np.ndarray, threshold: float = MASK_THRESHOLD) -> np.ndarray:
     """1.0 where ``mask`` > threshold, else 0.0 (float32, same shape)."""
     return (np.asarray(mask) > threshold).astype(np.float32)
+
+
+def _turn(o, a, b) -> float:
+    """z of the cross product (a − o) × (b − o): > 0 for a left turn."""
+    return float((a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0]))
+
+
+def convex_hull(points: np.ndarray) -> np.ndarray:
+    """Counter-clockwise (in x-right, y-down pixels: clockwise on screen) hull of (N, 2) points,
+    by Andrew's monotone chain; (K, 2), no repeated end point."""
+    pts = np.unique(np.asarray(points, np.float64).reshape(-1, 2), axis=0)
+    if len(pts) < 3:
+        return pts
+
+    def half(seq):
+        chain = []
+        for p in seq:
+            while len(chain) >= 2 and _turn(chain[-2], chain[-1], p) <= 0:
+                chain.pop()
+            chain.append(p)
+        return chain[:-1]
+    return np.array(half(pts) + half(pts[::-1]))
+
+
+def _polygon_mask(hull: np.ndarray, size: int) -> np.ndarray:
+    """1 inside the convex polygon ``hull`` (pixel coordinates, pixel centres at +0.5)."""
+    c = np.arange(size, dtype=np.float64) + 0.5
+    xx, yy = np.meshgrid(c, c)
+    inside = np.ones((size, size), bool)
+    for a, b in zip(hull, np.roll(hull, -1, axis=0)):
+        inside &= (b[0] - a[0]) * (yy - a[1]) - (b[1] - a[1]) * (xx - a[0]) >= 0
+    return inside.astype(np.float32)
+
+
+def face_region_mask(face, box, size: int) -> np.ndarray:
+    """Where the face is in a crop: float32 (size, size), 1 inside.
+
+    The hull of the face mesh (forehead to chin, cheek to cheek) when ``face.landmarks`` is there,
+    else an ellipse filling the detection box. ``box`` = the crop box [x0, y0, side] in the photo.
+    A segmenter can miss a face (dark skin in low light, a turned head); this region cannot, so the
+    animated region is never empty.
+    """
+    ox, oy, side = pixel_box(box)                 # the integer box `crop.crop` cuts
+    k = size / side
+    if getattr(face, "landmarks", None) is not None:
+        pts = (np.asarray(face.landmarks)[:, :2] - [ox, oy]) * k
+        hull = convex_hull(pts)
+        if len(hull) >= 3:
+            return _polygon_mask(hull, size)
+    fb = np.asarray(getattr(face, "box", face), np.float64)[:4]
+    cx, cy = ((fb[0] + fb[2]) / 2 - ox) * k, ((fb[1] + fb[3]) / 2 - oy) * k
+    rx, ry = max(1.0, (fb[2] - fb[0]) / 2 * k), max(1.0, (fb[3] - fb[1]) / 2 * k)
+    c = np.arange(size, dtype=np.float64) + 0.5
+    xx, yy = np.meshgrid(c, c)
+    return (((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1.0).astype(np.float32)
 
 
 class PortraitMasker:

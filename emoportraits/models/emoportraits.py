@@ -22,7 +22,7 @@ from ..config import EmoPortraitsConfig
 from .appearance import AppearanceEncoder, IdentityEncoder
 from .canonical import CanonicalUNet, SourceVolumeBlocks
 from .decoder import Decoder, project
-from .geometry import rigid_grid, sample
+from .geometry import apply_affine, rigid_grid, sample, sample_field
 from .hub import HUB_MIXIN_KWARGS, load_strict, save_weights
 from .motion import ExpressionEncoder, HeadPoseNet
 from .tracing import record, scope
@@ -59,11 +59,15 @@ class Avatar:
     e_s: torch.Tensor          # identity descriptor (B, E, s, s)
     theta: torch.Tensor        # θ_s (B, 4, 4), float32
     z: torch.Tensor            # z_s (B, z_dim)
+    # where each canonical voxel was read in the source volume, (B, D, H, W, 3) float32: lets
+    # `drive_with_flow` trace an output pixel back to the source photo (None: not traced)
+    to_source: torch.Tensor | None = None
 
     def to(self, device=None, dtype=None) -> "Avatar":
-        """Move to a device and/or cast the feature tensors (θ stays float32)."""
+        """Move to a device and/or cast the feature tensors (θ and the source grid stay float32)."""
         return Avatar(self.canonical.to(device, dtype), self.e_s.to(device, dtype),
-                      self.theta.to(device), self.z.to(device, dtype))
+                      self.theta.to(device), self.z.to(device, dtype),
+                      None if self.to_source is None else self.to_source.to(device))
 
     @property
     def batch_size(self) -> int:
@@ -194,7 +198,9 @@ class EmoPortraits(
             v = record("after_rot_warp", sample(v, rot))
             v = record("after_xy_warp", sample(v, w_xy))
             canonical = record("canonical", self.canonical_unet(v))
-        return Avatar(canonical=canonical, e_s=e_s, theta=theta, z=z_s)
+        # canonical voxel c read v at w_xy(c), which read the source volume at inv(θ_s)·w_xy(c)
+        to_source = apply_affine(torch.linalg.inv(theta), w_xy.float())
+        return Avatar(canonical=canonical, e_s=e_s, theta=theta, z=z_s, to_source=to_source)
 
     def drive(self, avatar: Avatar, driver_image: torch.Tensor | None = None, *,
               z: torch.Tensor | None = None, theta: torch.Tensor | None = None) -> torch.Tensor:
@@ -204,6 +210,28 @@ class EmoPortraits(
         (speech mode gives z, pose generation gives θ). A batch-1 avatar is broadcast over a
         batch of drivers.
         """
+        return self._drive(avatar, driver_image, z, theta)[0]
+
+    def drive_with_flow(self, avatar: Avatar, driver_image: torch.Tensor | None = None, *,
+                        z: torch.Tensor | None = None, theta: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`drive`, plus where each output pixel came from in the source image.
+
+        Returns (image, source_xy): ``source_xy`` (B, h, w, 2) float32, one point per voxel column
+        of the volume (h × w), in grid_sample coordinates (x, y) of the source crop. It follows the model's own warps back — driver voxel →
+        θ_d → W_→d → canonical → W_s→ → inv(θ_s) → source volume — and averages the depth slices
+        weighted by how much content the driver volume has there (the head, not empty space).
+        """
+        image, v, grid = self._drive(avatar, driver_image, z, theta, trace=True)
+        if avatar.to_source is None:
+            raise ValueError("this avatar has no source grid; encode it with encode_source")
+        src = avatar.to_source.expand(grid.shape[0], *avatar.to_source.shape[1:])
+        xyz = sample_field(src, grid)                                        # (B, D, H, W, 3)
+        weight = v.float().norm(dim=1)                                       # (B, D, H, W)
+        weight = weight / weight.sum(1, keepdim=True).clamp_min(1e-8)
+        return image, (xyz[..., :2] * weight[..., None]).sum(1)
+
+    def _drive(self, avatar: Avatar, driver_image, z, theta, trace: bool = False):
         batch = None
         if driver_image is not None:
             self._check_image(driver_image, "driver image")
@@ -229,7 +257,11 @@ class EmoPortraits(
             canonical = avatar.canonical.expand(batch, *avatar.canonical.shape[1:])
             v = record("after_uv_warp", sample(canonical, w_uv))
             v = record("after_rot_warp", sample(v, rot))
-            return self.decoder(record("decoder_in", project(v)))
+            image = self.decoder(record("decoder_in", project(v)))
+        if not trace:
+            return (image,)
+        # driver voxel p read the uv-warped volume at rot(p), which read V^C at w_uv(rot(p))
+        return image, v, sample_field(w_uv.float(), rot)
 
     def forward(self, source: torch.Tensor, driver: torch.Tensor) -> torch.Tensor:
         """Source image + driver image → image with the source's identity and the driver's motion."""
@@ -249,6 +281,14 @@ class EmoPortraits(
         if info.get("license"):
             card.data.license = info["license"]
         return card
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> "EmoPortraits":
+        """A folder, a Hub repo, or ``"official"``: the authors' released model, downloaded and converted
+        once by ``emoportraits download`` (see ``emoportraits.bundle.resolve_model``)."""
+        from ..bundle import resolve_model
+
+        return super().from_pretrained(resolve_model(pretrained_model_name_or_path), *args, **kwargs)
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, **kwargs):

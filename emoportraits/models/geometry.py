@@ -85,6 +85,21 @@ def rigid_grid(theta: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor
     return out.unflatten(1, shape)
 
 
+def apply_affine(theta: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """θ (B, 4, 4) applied to points (B, …, 3): θ[:3]·(p, 1), the same map `rigid_grid` samples with."""
+    b = points.shape[0]
+    flat = _homogeneous(points.float()).reshape(b, -1, 4)
+    return torch.matmul(flat, theta.float()[:, :3, :].transpose(1, 2)).reshape(points.shape)
+
+
+def sample_field(field: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """A coordinate field (B, D, H, W, 3) read at ``grid`` (B, D', H', W', 3), trilinear, with the
+    conventions of `sample`, but the border value outside (a coordinate field has no 'empty')."""
+    out = F.grid_sample(field.permute(0, 4, 1, 2, 3), grid.to(field.dtype), mode="bilinear",
+                        padding_mode="border", align_corners=False)
+    return out.permute(0, 2, 3, 4, 1)
+
+
 def expression_crop_grid(theta: torch.Tensor, size: int, zoom: float = 0.5) -> torch.Tensor:
     """Grid (B, size, size, 2) cropping the face aligned with pose θ for E_motion.
 
