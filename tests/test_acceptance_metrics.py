@@ -185,6 +185,11 @@ def test_aggregate_means_and_target_counts():
     assert got["video pairs"]["identity_ok"] == 0.75 and got["video pairs"]["motion_ratio_target_met"] == "1/2"
     assert got["all pairs"]["identity_ok_target_met"] == "2/3" and got["all pairs"]["frames"] == 25
     assert got["video pairs"]["noop_pairs"] == 1 and got["speech pairs"]["mouth_r_target_met"] == "1/1"
+    # a pair the pipeline refused misses every target of its kind and counts as failed
+    failed = {"kind": "speech", "frames": 0, "noop": "failed", "error": "refused"}
+    got = aggregate(rows + [failed])
+    assert got["speech pairs"]["mouth_r_target_met"] == "1/2" and got["all pairs"]["identity_ok_target_met"] == "2/4"
+    assert got["all pairs"]["motion_ratio_target_met"] == "1/2" and got["all pairs"]["failed_pairs"] == 1
 
 
 def test_contact_sheet_layout():

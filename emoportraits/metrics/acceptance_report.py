@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EmoPortraitsError
+from ..errors import EmoPortraitsError, MediaError
 from . import acceptance as acc
 from .report import Column, markdown_table, mean
 
@@ -217,7 +217,11 @@ class AcceptanceEvaluator:
 
         start = time.perf_counter()
         info = self.portrait(pair.portrait)
-        video = self.render(pair, out / "videos" / f"{pair.name}.mp4")
+        try:
+            video = self.render(pair, out / "videos" / f"{pair.name}.mp4")
+        except MediaError as e:       # e.g. the pipeline refused a still result: a failed pair, not a crash
+            return {"method": pair.name, "kind": pair.kind, "portrait": str(pair.portrait), "driver": str(pair.driver),
+                    "frames": 0, "noop": "failed", "error": str(e), "seconds": time.perf_counter() - start}
         got, fps = self.measure_output(video, info)
         n = len(got.faces)
         ident = acc.identity_figures(acc.face_distances(self.embedder(np.stack(got.chips)), info.descriptor),
@@ -269,6 +273,8 @@ def _median(values) -> float:
 
 
 def _one_line_summary(row: dict) -> str:
+    if "error" in row:
+        return f"FAILED: {row['error']}"
     parts = [f"id {row['identity_ok']:.0%} (d̃ {row['identity_median']:.2f})", f"det {row['detection_rate']:.0%}"]
     if "motion_ratio" in row:
         parts.append(f"motion ×{row['motion_ratio']:.2f}")
@@ -329,13 +335,14 @@ def aggregate(rows: list[dict]) -> dict:
         if not group:
             continue
         stats = {"pairs": len(group), "frames": int(sum(r["frames"] for r in group)),
-                 "noop_pairs": sum(r["noop"] == "NO-OP" for r in group)}
+                 "noop_pairs": sum(r["noop"] == "NO-OP" for r in group),
+                 "failed_pairs": sum("error" in r for r in group)}
         for key in FIGURES:
             values = [r[key] for r in group if key in r]
             if values:
                 stats[key] = mean(values)
         for key in acc.TARGETS:
-            verdicts = [acc.meets_target(key, r.get(key)) for r in group]
+            verdicts = [_verdict(key, r) for r in group]
             scored = [v for v in verdicts if v is not None]
             if scored:
                 stats[f"{key}_target_met"] = f"{sum(scored)}/{len(scored)}"
@@ -343,10 +350,23 @@ def aggregate(rows: list[dict]) -> dict:
     return out
 
 
+def _verdict(key: str, row: dict) -> bool | None:
+    """Whether ``row`` meets the target of ``key``; a failed pair misses every target of its kind."""
+    if "error" in row:
+        return False if key in ("identity_ok", "detection_rate") or key == _KIND_TARGET[row["kind"]] else None
+    return acc.meets_target(key, row.get(key))
+
+
+_KIND_TARGET = {"video": "motion_ratio", "speech": "mouth_r"}
+
+
 def _aggregate_rows(summary: dict) -> list[dict]:
-    return [{"method": f"**mean, {name}**", "kind": "", "frames": s["frames"],
-             **{k: v for k, v in s.items() if k in FIGURES}, "noop": f"{s['noop_pairs']}/{s['pairs']}"}
-            for name, s in summary.items()]
+    rows = []
+    for name, s in summary.items():
+        noop = f"{s['noop_pairs']}/{s['pairs']}" + (f" ({s['failed_pairs']} failed)" if s["failed_pairs"] else "")
+        rows.append({"method": f"**mean, {name}**", "kind": "", "frames": s["frames"],
+                     **{k: v for k, v in s.items() if k in FIGURES}, "noop": noop})
+    return rows
 
 
 def _json_safe(value):
@@ -372,8 +392,9 @@ def write_summary(out: Path, rows: list[dict], settings: dict, command: str, sec
     md = ["# Acceptance evaluation", "", "```", command, "```", "",
           f"Model: {settings['model']}; max {settings['max_frames']} frames per pair; {len(rows)} pairs in "
           f"{seconds / 60:.1f} min.", "", table, "", *[f"- {t}" for t in targets], "", "Notes:", "",
-          *[f"- {n}" for n in NOTES], "", "Contact sheets: `sheets/PAIR.png` (rows: driver, output, output face "
-          "region; first column: the photo).", ""]
+          *[f"- {n}" for n in NOTES], "",
+          *[f"- **{r['method']} failed**: {r['error']}" for r in rows if "error" in r], "",
+          "Contact sheets: `sheets/PAIR.png` (rows: driver, output, output face region; first column: the photo).", ""]
     md_path, json_path = out / "summary.md", out / "summary.json"
     md_path.write_text("\n".join(md))
     payload = {"command": command, "settings": settings, "seconds": seconds, "targets": acc.TARGETS,
