@@ -9,6 +9,9 @@ Layout (the bundled demo in ``assets/default-model`` and a converted release use
 
 The main model stays at the root so ``EmoPortraits.from_pretrained(MODEL)`` keeps working on any
 bundle. A part that is absent is ``None``; the caller says what is missing and how to add it.
+
+Besides folders and Hub repo ids, a model may be named ``official``: the authors' released model,
+converted and cached by ``emoportraits download`` (``resolve_model``).
 """
 from __future__ import annotations
 
@@ -19,17 +22,38 @@ from .errors import EmoPortraitsError
 
 COMPONENTS = ("speech", "pose", "whisper")
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "default-model"
+OFFICIAL_NAME = "official"       # the short name of the authors' released model (emoportraits/download.py)
 
 
 def default_model() -> str:
-    """``$EMOPORTRAITS_MODEL``, else the bundled demo checkpoint; an error when neither exists."""
+    """``$EMOPORTRAITS_MODEL``, else the official model when it is cached, else the bundled demo
+    checkpoint; an error when none exists."""
+    from .download import cached_official
+
     env = os.environ.get("EMOPORTRAITS_MODEL")
     if env:
         return env
+    if cached_official():
+        return OFFICIAL_NAME
     if DEFAULT_MODEL.is_dir():
         return str(DEFAULT_MODEL)
     raise EmoPortraitsError("no model given (a folder from save_pretrained / `emoportraits convert`, or a Hub "
                             "repo id) and no bundled model; pass --model or set EMOPORTRAITS_MODEL")
+
+
+def is_official(name) -> bool:
+    """Whether ``name`` is the short name of the released model (a folder of that name wins)."""
+    return isinstance(name, (str, os.PathLike)) and os.fspath(name) == OFFICIAL_NAME and not os.path.exists(name)
+
+
+def resolve_model(name):
+    """``official`` → the folder of the cached released model (downloaded first if needed, refused
+    offline); any other name is returned unchanged."""
+    if not is_official(name):
+        return name
+    from .download import ensure_official
+
+    return str(ensure_official())
 
 
 def looks_local(name: str) -> bool:
@@ -43,6 +67,12 @@ def component_path(model: str | os.PathLike, component: str) -> str | None:
     """The local folder of ``component`` (one of COMPONENTS) in a bundle folder or Hub repo, or None."""
     if component not in COMPONENTS:
         raise ValueError(f"component must be one of {COMPONENTS}, got {component!r}")
+    if is_official(model):           # a part of the released model: only if it is cached (it ships none)
+        from .download import cached_official
+
+        model = cached_official()
+        if model is None:
+            return None
     name = os.path.expanduser(os.fspath(model))
     if os.path.isdir(name):
         path = os.path.join(name, component)

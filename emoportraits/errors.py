@@ -40,3 +40,11 @@ def check_state_dict(model_keys: dict, loaded: dict, source: str) -> None:
 
 class MediaError(EmoPortraitsError, ValueError):
     """An input image, video or audio cannot be used (unreadable, no face, bad option)."""
+
+
+class DownloadError(EmoPortraitsError):
+    """A download failed. ``resumable``: the partial file was kept and the next call continues it."""
+
+    def __init__(self, message: str, resumable: bool = False):
+        super().__init__(message)
+        self.resumable = resumable

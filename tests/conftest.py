@@ -3,6 +3,9 @@ import os
 # Nothing in the test suite may touch the network (a stray Hub call retries for ~47 s offline).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# A model cached by `emoportraits download` must not become the tests' default model: point the cache
+# at a folder that does not exist (tests of the download set their own).
+os.environ["EMOPORTRAITS_HOME"] = os.path.join(os.path.dirname(__file__), ".no-emoportraits-home")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -170,7 +170,7 @@ def test_missing_parts_and_the_demo_checkpoint_are_explained(tmp_path, monkeypat
     assert set(models.missing) == {"speech", "pose", "whisper"}
     assert "speech: absent" in models.describe() and "low-resolution demo" not in models.describe()
     monkeypatch.setattr(loading, "DEFAULT_MODEL", bundle)          # as if it were assets/default-model
-    assert "low-resolution demo" in models.describe() and "emoportraits convert" in models.describe()
+    assert "low-resolution demo" in models.describe() and "emoportraits download" in models.describe()
     with pytest.raises(gr.Error, match="no speech encoder"):
         Handlers(models, Limits(), tmp_path / "work").speak("x.png", "y.wav", "still", None, progress=None)
 

@@ -11,14 +11,15 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..bundle import DEFAULT_MODEL, component_path, default_model
+from ..bundle import DEFAULT_MODEL, component_path, default_model, is_official, resolve_model
 from ..errors import EmoPortraitsError
 
 logger = logging.getLogger("emoportraits")
 
-CONVERT_HINT = ("For the full-resolution released model, convert the authors' weights with "
-                "`emoportraits convert --checkpoint MODEL.pth --head-pose head_pose_regressor.pth --out DIR` "
-                "and start the app with `python app.py --model DIR` (or set EMOPORTRAITS_MODEL=DIR).")
+DOWNLOAD_HINT = ("For the authors' full-resolution (512²) model run `emoportraits download` once, with internet, "
+                 "and restart the app: it then uses that model.")
+OFFICIAL_NOTE = ("The authors' released weights (CC BY-NC-SA 4.0: non-commercial use, credit the authors, share "
+                 "alike; provenance and terms in the model folder's README.md).")
 
 
 @dataclass
@@ -58,7 +59,9 @@ class AppModels:
         lines.append(f"**Parts:** {parts}")
         if self.is_demo:
             lines.append("⚠️ This is the bundled **low-resolution demo checkpoint**: results are blurry. "
-                         + CONVERT_HINT)
+                         + DOWNLOAD_HINT)
+        if is_official(self.name):
+            lines.append(OFFICIAL_NOTE)
         return "  \n".join(lines)
 
 
@@ -96,7 +99,7 @@ def load_models(model: str | None = None, device: str | None = None) -> AppModel
     from ..pipelines import EmoPortraitsPipeline
 
     name = model or default_model()
-    folder = _local_copy(name)
+    folder = _local_copy(resolve_model(name))      # `official`: downloaded here on first use
     pipeline = EmoPortraitsPipeline.from_pretrained(folder, device=device)
     missing: dict = {}
     shown = f"`{name}`"

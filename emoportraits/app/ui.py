@@ -155,7 +155,9 @@ def build_app(models: AppModels, limits: Limits | None = None, workdir: Path | N
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="app.py", description=TITLE)
     p.add_argument("--model", metavar="DIR_OR_REPO",
-                   help="model bundle folder or Hub repo (default: $EMOPORTRAITS_MODEL, else the bundled demo)")
+                   help="model bundle folder, Hub repo, or 'official' (the authors' released model: downloaded on "
+                        "first start, then cached) (default: $EMOPORTRAITS_MODEL, else the official model when it "
+                        "is cached, else the bundled demo)")
     p.add_argument("--device", help="cpu, cuda, mps … (default: the best available)")
     p.add_argument("--host", help="address to serve on (default: $GRADIO_SERVER_NAME or 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: $GRADIO_SERVER_PORT or 7860)")
