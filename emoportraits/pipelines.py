@@ -255,6 +255,8 @@ class EmoPortraitsPipeline:
         image, xy = self.model.drive_with_flow(src.avatar, z=z, theta=theta)
         if src.photo is not None:
             rendered, mask = src.photo.render(xy, image)
+            if opts.paste_back:     # the photo render is the photo beyond the head: paste it whole
+                return paste_back(src.image, rendered, src.box, None, feather=opts.feather)
         else:
             rendered = self._to_uint8(image)[0]
             # the source's animated region, moved as the model moved it: a face the segmenter does

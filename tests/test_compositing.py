@@ -141,9 +141,13 @@ def test_photo_render_is_the_photo_for_the_source_pose_and_moves_it_otherwise():
     pw = PhotoWarp(crop, mask, ref_xy, reference, face=np.ones((32, 32), np.float32))
     same, m = pw.render(ref_xy, reference)
     assert np.abs(same.astype(int) - crop).max() <= 1 and m.min() == 1.0
-    # a uniform shift of 2 output pixels (4/96 in grid units) moves the whole photo by 2 px
+    # a uniform shift of 2 output pixels (4/96 in grid units) moves the middle of the photo by 2 px…
     shifted, _ = PhotoWarp(crop, mask, ref_xy).render(ref_xy + torch.tensor([4 / 96, 0.0]))
-    assert np.abs(shifted[:, 10:80].astype(int) - crop[:, 12:82]).max() <= 1
+    assert np.abs(shifted[12:84, 12:80].astype(int) - crop[12:84, 14:82]).max() <= 1
+    # …and fades to no motion at the crop's edge: pasted whole, the crop cannot leave a seam
+    reach = PhotoWarp(crop, mask, ref_xy).reach[0, 0]
+    assert reach[:, 0].max() < 0.01 and reach[0].max() < 0.01 and reach[-1].max() < 0.01
+    assert reach[40:56, 40:56].min() > 0.99
     # the network's change beyond the warp is added inside the face, and only there
     face = np.zeros((32, 32), np.float32)
     face[8:24, 8:24] = 1

@@ -10,6 +10,10 @@ change the network draws beyond the motion, at its own (low) resolution, enlarge
 
 The map is taken relative to the source's own reconstruction (``source_xy − reference_xy``), so an
 unchanged pose and expression give exactly the photo, whatever the model's reconstruction error.
+The displacement is faded out beyond the portrait (its mask, widened by 6 % of the crop) and
+towards the crop's edges: the background near the head stretches a little, as a rubber sheet,
+and everything further out is the photo itself. So the whole crop can be pasted back: there is no
+mask edge where the old head would show through as a ghost outline, and no seam at the crop box.
 """
 from __future__ import annotations
 
@@ -30,14 +34,31 @@ def _as_float(image: np.ndarray) -> torch.Tensor:
     return (x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None]) / (255.0 if image.dtype == np.uint8 else 1.0)
 
 
-def _upsampled_grid(delta_xy: torch.Tensor, size: int) -> torch.Tensor:
-    """Identity grid (1, S, S, 2) at pixel centres plus a (1, h, w, 2) displacement enlarged to S²;
-    bilinear: the map is smooth at the volume's resolution and must stay monotone between voxels."""
+def _upsampled_grid(delta_xy: torch.Tensor, size: int, reach: torch.Tensor | None = None) -> torch.Tensor:
+    """Identity grid (1, S, S, 2) at pixel centres plus a (1, h, w, 2) displacement enlarged to S²
+    (times ``reach`` (1, 1, S, S) when given); bilinear: the map is smooth at the volume's
+    resolution and must stay monotone between voxels."""
     c = _centres(size)
     y, x = torch.meshgrid(c, c, indexing="ij")
     delta = F.interpolate(delta_xy.float().cpu().permute(0, 3, 1, 2), size=(size, size), mode="bilinear",
                           align_corners=False)
+    if reach is not None:
+        delta = delta * reach
     return torch.stack([x, y], -1)[None] + delta.permute(0, 2, 3, 1)
+
+
+def _reach(mask: torch.Tensor, grow: float = 0.06, work: int = 128) -> torch.Tensor:
+    """Where the photo may move, (1, 1, S, S) in [0, 1]: the mask widened by ``grow`` of the side and
+    softened, times a raised-cosine fade to 0 over the outer 8 % of the crop. Computed at ``work``²
+    (a smooth field needs no more) and enlarged."""
+    size = mask.shape[-1]
+    small = F.interpolate(mask, size=(work, work), mode="area")
+    r = max(1, round(grow * work))
+    small = _blur(F.max_pool2d(small, 2 * r + 1, stride=1, padding=r), r / 2)
+    big = F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False).clamp_(0, 1)
+    i = torch.arange(size, dtype=torch.float32)
+    edge = 0.5 - 0.5 * torch.cos(torch.pi * (torch.minimum(i, size - 1 - i) / (0.08 * size)).clamp(0, 1))
+    return big * edge[None, None, :, None] * edge[None, None, None, :]      # exactly 0 on the crop's rim
 
 
 def _despill(image: torch.Tensor) -> torch.Tensor:
@@ -81,8 +102,10 @@ class PhotoWarp:
                  reference_render: torch.Tensor | None = None, face: np.ndarray | None = None,
                  residual: float = 1.0):
         self.size = int(crop.shape[0])
-        self.photo = _as_float(crop)
         self.mask = _as_float(np.asarray(mask, np.float32))
+        # photo and mask as one 4-channel image: one resampling pass moves both
+        self.photo = torch.cat([_as_float(crop), self.mask], 1)
+        self.reach = _reach(self.mask)
         self.reference_xy = reference_xy.float().cpu()
         self.residual = float(residual)
         self.reference_render = None
@@ -108,17 +131,17 @@ class PhotoWarp:
         return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
     def render(self, source_xy: torch.Tensor, render: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """One frame → (uint8 (S, S, 3) image, float (S, S) mask of what moved there).
+        """One frame → (uint8 (S, S, 3) image of the whole crop, float (S, S) portrait mask, moved).
 
         ``render``: the model's render of this frame (1, 3, s, s) in [0, 1], for the residual.
-        The mask is the union of the warped mask and the source's own, so the place the head
-        left is covered too (by the warped photo, not by the old head).
+        The image is the photo outside the portrait's reach, so it can be pasted whole; the mask
+        is for putting the portrait on another background.
         """
         delta = source_xy.float().cpu() - self.reference_xy
-        grid = _upsampled_grid(delta, self.size)
-        image = self.warp(self.photo, grid)
+        grid = _upsampled_grid(delta, self.size, self.reach)
+        moved = self.warp(self.photo, grid)
+        image, mask = moved[:, :3], moved[:, 3:]
         if self.reference_render is not None and render is not None:
             image = image + self.residual * self._enlarge(self._change(render.float().cpu(), delta))
-        mask = torch.maximum(self.warp(self.mask, grid), self.mask)
         out = image[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
         return out, mask[0, 0].clamp(0, 1).numpy()
