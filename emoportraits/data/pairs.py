@@ -24,6 +24,7 @@ from torch.utils.data import Dataset, Sampler
 
 from ..models.geometry import theta_from_raw9
 from .augment import MotionAugment, color_jitter
+from .clips import ClipStore
 from .pose_labels import eye_centers
 from .shards import ShardDataset
 
@@ -52,8 +53,57 @@ def _split_key(key) -> tuple[int, int | None]:
     return int(key), None
 
 
-def _as_shards(shards) -> ShardDataset:
-    return shards if isinstance(shards, ShardDataset) else ShardDataset(shards)
+def _as_shards(shards):
+    """A prepared folder for random access (`ClipStore`); a reader given as is is kept."""
+    return shards if isinstance(shards, (ShardDataset, ClipStore)) else ClipStore(shards)
+
+
+class _StoreClip:
+    """Clip ``i`` of a random-access reader, with the interface of `wds.Clip` (frames(which) …)."""
+
+    def __init__(self, store, i: int):
+        self.store, self.i = store, i
+        self.n_frames = int(store.n_frames[i])
+
+    def frames(self, which):
+        return self.store.read_frames(self.i, which)
+
+    def masks(self, which):
+        return self.store.read_masks(self.i, which)
+
+    def poses(self, which):
+        return self.store.read_poses(self.i, which)
+
+    def landmarks(self, which):
+        return self.store.read_landmarks(self.i, which)
+
+
+def make_pair(clip, rng: np.random.Generator, *, resolution: int | None = None,
+              augment: MotionAugment | None = None, pair_jitter: float = 0.0) -> dict:
+    """Two different frames (source, driver) of ``clip`` (a `wds.Clip` or anything with its
+    frames/masks/poses/landmarks(which) and n_frames), all randomness from ``rng``: the item of
+    `PairDataset` without its identity/dataset/clip numbers."""
+    n = int(clip.n_frames)
+    a = int(rng.integers(n))
+    b = int(rng.integers(n - 1))
+    b += b >= a
+    which = [a, b]
+    images = _to_tensor(clip.frames(which), resolution)
+    masks = _to_tensor(clip.masks(which), resolution)
+    poses = torch.from_numpy(np.asarray(clip.poses(which), np.float32))
+    eyes = torch.from_numpy(eye_centers(clip.landmarks(which)).astype(np.float32))
+    thetas = theta_from_raw9(poses)
+    gen = torch.Generator().manual_seed(int(rng.integers(1 << 62)))
+    if pair_jitter > 0:   # side by side = one image, so both frames get the same factors
+        j = pair_jitter
+        pair = color_jitter(torch.cat([images[0], images[1]], dim=-1)[None], j, j, j, j / 5, gen)[0]
+        images = torch.stack(pair.chunk(2, dim=-1))
+    driver = images[1]
+    motion = augment(driver[None], generator=gen)[0] if augment is not None else driver.clone()
+    return {"source": images[0], "driver": driver, "source_mask": masks[0], "driver_mask": masks[1],
+            "source_pose": poses[0], "driver_pose": poses[1], "source_theta": thetas[0],
+            "driver_theta": thetas[1], "driver_motion": motion,
+            "source_eye_centers": eyes[0], "driver_eye_centers": eyes[1], "frames": torch.tensor(which)}
 
 
 def _to_tensor(images: np.ndarray, resolution: int | None) -> torch.Tensor:
@@ -110,33 +160,10 @@ class PairDataset(Dataset):
         if not 0 <= i < len(self):
             raise IndexError(f"pair {i} out of range (0 … {len(self) - 1})")
         clip = int(self.clips[i])
-        n = int(self.shards.n_frames[clip])
         rng = np.random.default_rng([self.seed, i] + ([draw] if draw is not None else []))
-        a = int(rng.integers(n))
-        b = int(rng.integers(n - 1))
-        b += b >= a
-        which = [a, b]
-        images = _to_tensor(self.shards.read_frames(clip, which), self.resolution)
-        masks = _to_tensor(self.shards.read_masks(clip, which), self.resolution)
-        poses = torch.from_numpy(self.shards.read_poses(clip, which).astype(np.float32))
-        eyes = torch.from_numpy(eye_centers(self.shards.read_landmarks(clip, which)).astype(np.float32))
-        thetas = theta_from_raw9(poses)
-        gen = torch.Generator().manual_seed(int(rng.integers(1 << 62)))
-        if self.pair_jitter > 0:   # side by side = one image, so both frames get the same factors
-            j = self.pair_jitter
-            pair = color_jitter(torch.cat([images[0], images[1]], dim=-1)[None], j, j, j, j / 5, gen)[0]
-            images = torch.stack(pair.chunk(2, dim=-1))
-        driver = images[1]
-        if self.augment is not None:
-            motion = self.augment(driver[None], generator=gen)[0]
-        else:
-            motion = driver.clone()
-        return {"source": images[0], "driver": driver, "source_mask": masks[0], "driver_mask": masks[1],
-                "source_pose": poses[0], "driver_pose": poses[1], "source_theta": thetas[0],
-                "driver_theta": thetas[1], "driver_motion": motion,
-                "source_eye_centers": eyes[0], "driver_eye_centers": eyes[1],
-                "identity": int(self.shards.identity_ids[clip]), "dataset": self.dataset_id,
-                "clip": clip, "frames": torch.tensor(which)}
+        item = make_pair(_StoreClip(self.shards, clip), rng, resolution=self.resolution, augment=self.augment,
+                         pair_jitter=self.pair_jitter)
+        return dict(item, identity=int(self.shards.identity_ids[clip]), dataset=self.dataset_id, clip=clip)
 
 
 class FrameDataset(Dataset):

@@ -1,8 +1,14 @@
 """Videos → a sharded training set of aligned crops, masks and head-pose labels.
 
     emoportraits prepare-data --videos DIR --out DIR --dataset-name voxceleb2 [--resolution 512]
-        [--frames-per-clip 32] [--stride 5] [--workers W] [--shard-size-mb 256] [--with-audio]
+        [--frames-per-clip 32] [--stride 5] [--workers W] [--shard-size-mb 256] [--with-audio] [--part I/N]
+    emoportraits prepare-data --merge --out DIR             (after all --part runs)
+    emoportraits prepare-data --convert OLD_DIR --out DIR   (a folder of the old index.json layout)
+    emoportraits prepare-data --recipe hdtf|voxceleb2 …     (presets, see `recipes`)
     (or: python -m emoportraits.data.prepare …)
+
+The output is WebDataset tar shards, one sample per frame (layout: `emoportraits.data.wds`; folder
+layout, parts and merging: `emoportraits.data.parts`).
 
 Every video file under ``--videos`` (any nesting; VoxCeleb2's ``id/video/clip.mp4`` or FEED's
 per-camera recordings alike) is one clip. Its identity is the first path component under the
@@ -19,17 +25,17 @@ coordinates against the data set's template). Sampled frames without a (tracked)
 and counted. Clips with fewer than two usable frames are recorded as empty (no pair can be made).
 
 ``--with-audio`` (for the speech mode, SPEC §4; use it with ``--stride 1`` so the frames are
-consecutive) also stores each clip's audio track as ``KEY/audio.npy`` in its shard: the whole
-video's audio, 16 kHz mono int16 (``emoportraits.audio.load_audio``), its [offset, size] in the
-clip header as ``audio`` (with ``audio_sample_rate`` and ``audio_samples``). Frame i of the clip is
-source frame ``frame_indices[i]``, at ``frame_indices[i] / fps`` seconds into that audio. A video
+consecutive) also stores each video's audio track, 16 kHz mono int16 (``emoportraits.audio.load_audio``),
+sliced over its frames (``audio.npy`` members; concatenated they give the whole track). Frame i of
+the clip is source frame ``frame_index``, at ``frame_index / fps`` seconds into that audio. A video
 without an audio track then fails (reported, recorded in the manifest).
 
-Resumable: a video is appended to ``manifest.jsonl`` once the shard holding it is committed (shards
-are written atomically), so a rerun skips finished videos and a crash loses at most the unfinished
-shard of each worker. Parallel: ``--workers`` processes, each writing its own shards. At the end
-``index.json`` is rebuilt from the manifest, with a template estimated (generalised Procrustes)
-over a sample of the prepared frames, stored as ``template_estimate``.
+Resumable: a video is appended to the part's ``manifest.jsonl`` once the shard holding it is
+committed (shards are written atomically), so a rerun skips finished videos and a crash loses at
+most the unfinished shard of each worker. Parallel: ``--workers`` processes, each writing its own
+shards; ``--part I/N`` splits the videos over machines. At the end the part's statistics are written
+and, once every part is done, ``dataset.json`` (shard list, counts, a template estimated by
+generalised Procrustes over a sample of the prepared frames, ``template_estimate``).
 """
 from __future__ import annotations
 
@@ -47,23 +53,17 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EmoPortraitsError
-from .shards import FORMAT, VERSION, ShardDataset, ShardWriter, _npy_bytes, read_json, write_json_atomic
+from . import parts as _parts
+from .shards import read_json, write_json_atomic
+from .wds import FORMAT, VERSION, SampleWriter
 
-__all__ = ["prepare_dataset", "build_index", "discover_videos", "describe_video", "PrepareSummary",
+__all__ = ["prepare_dataset", "discover_videos", "describe_video", "PrepareSummary",
            "add_arguments", "run", "main", "CROP_SCALE"]
 
 CROP_SCALE = 2.2                 # the inference crop (ReenactOptions.crop_scale)
 MIN_FRAMES = 2                   # a clip must give a (source, driver) pair
 _CHECKED = ("dataset", "resolution", "frames_per_clip", "stride", "crop_scale", "smooth")
 AUDIO_RATE = 16000               # --with-audio: stored sample rate (Whisper's)
-
-
-def _add_member(writer: ShardWriter, name: str, data: bytes) -> list[int]:
-    """Append one extra member to the writer's current shard (opened if needed), before the clip's
-    ``add_clip``, so it lands in the same shard; returns its [offset, size]."""
-    if writer._tar is None:
-        writer._open()
-    return writer._add(name, data)
 
 
 # ---- videos -------------------------------------------------------------------------------------
@@ -115,7 +115,7 @@ class _VideoProcessor:
         self.template = np.asarray(cfg["template"], np.float64)
         self.detector = FaceDetector(num_threads=threads)
         self.masker = PortraitMasker(num_threads=threads)
-        self.writer = ShardWriter(self.out, prefix, int(cfg["shard_size_mb"] * (1 << 20)),
+        self.writer = SampleWriter(self.out, prefix, int(cfg["shard_size_mb"] * (1 << 20)),
                                   on_commit=lambda shard, records: emit(("commit", shard, records)))
 
     def process(self, rel: str) -> None:
@@ -190,16 +190,13 @@ class _VideoProcessor:
             return dict(stats, status="empty")
         lm = np.stack(landmarks)
         meta = {"dataset": cfg["dataset"], "identity": desc["identity"], "video": desc["video"],
-                "clip": desc["clip"], "source": rel, "fps": fps, "source_size": [width, height],
+                "source": rel, "fps": fps, "source_size": [width, height],
                 "resolution": size, "crop_scale": float(cfg["crop_scale"]), "frame_indices": indices,
                 "boxes": boxes, "scores": scores, "skipped": skipped,
                 "template_digest": cfg["template_digest"]}
         extra = {"path": rel, "status": "ok", "identity": desc["identity"], "skipped": skipped}
-        if pcm is not None:
-            key = desc["key"].strip("/")
-            meta.update(audio=_add_member(self.writer, f"{key}/audio.npy", _npy_bytes(pcm)),
-                        audio_sample_rate=AUDIO_RATE, audio_samples=int(pcm.size))
-        self.writer.add_clip(desc["key"], frames, masks, fit_pose(lm, self.template), lm, meta, extra=extra)
+        self.writer.add_clip(desc["key"], frames, masks, fit_pose(lm, self.template), lm, meta, extra=extra,
+                             audio=pcm, audio_rate=AUDIO_RATE)
         return dict(stats, status="ok")
 
     def finish(self) -> None:
@@ -249,11 +246,13 @@ class PrepareSummary:
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
     index: dict | None = None
+    part: tuple = (1, 1)
 
     def __str__(self) -> str:
+        where = f"{self.out}" if self.part == (1, 1) else f"{self.out} (part {self.part[0]}/{self.part[1]})"
         if self.processed == 0:
             head = (f"nothing to do: all {self.videos_found} video(s) under the folder are already in "
-                    f"{self.out} ({self.already_done} recorded)")
+                    f"{where} ({self.already_done} recorded)")
         else:
             rate = self.frames / self.seconds if self.seconds > 0 else 0.0
             head = (f"prepared {self.processed} video(s) of {self.dataset} in {self.seconds:.1f} s: {self.ok} ok, "
@@ -263,7 +262,7 @@ class PrepareSummary:
         lines = [head]
         if self.index is not None:
             st = self.index["stats"]
-            lines.append(f"data set {self.out}: {st['clips']} clips, {st['frames']} frames, "
+            lines.append(f"data set {self.out}: {st['clips']} clips, {st['frames']} frames (WebDataset samples), "
                          f"{st['identities']} identities, {len(self.index['shards'])} shard(s), "
                          f"{self.index['resolution']}² crops")
             est = self.index.get("template_estimate_pose")
@@ -271,6 +270,9 @@ class PrepareSummary:
                 lines.append("its mean face vs the label template: scale {:.3f}, yaw/pitch/roll "
                              "{:.1f}/{:.1f}/{:.1f}°, translation {:.3f}/{:.3f}/{:.3f}"
                              .format(est[0], *np.degrees(est[3:6]), *est[6:9]))
+        elif self.part[1] > 1:
+            lines.append(f"part {self.part[0]}/{self.part[1]} done; dataset.json is written when the last part "
+                         f"finishes (or: emoportraits prepare-data --merge --out {self.out})")
         for e in self.errors[:5]:
             lines.append(f"failed: {e}")
         if len(self.errors) > 5:
@@ -315,7 +317,7 @@ class _Manifest:
 
 @contextlib.contextmanager
 def _lock(out: Path):
-    """One prepare run per output folder at a time."""
+    """One prepare run per output folder (per part folder) at a time."""
     out.mkdir(parents=True, exist_ok=True)
     f = open(out / ".lock", "a")
     try:
@@ -332,13 +334,16 @@ def _lock(out: Path):
         f.close()
 
 
-def _collect_garbage(out: Path, records: dict[str, dict]) -> None:
-    """Delete temp files of crashed runs and shards no finished video refers to."""
+def _collect_garbage(out: Path, records: dict[str, dict], prefix: str = "") -> None:
+    """Delete temp files of crashed runs and shards no finished video refers to — only this part's
+    (names starting with ``prefix``): other parts may be writing into the same folder."""
     shards = out / "shards"
     if not shards.is_dir():
         return
     used = {r.get("shard") for r in records.values()}
     for p in shards.iterdir():
+        if not p.name.lstrip(".").startswith(prefix):
+            continue
         if p.name.startswith(".") and p.name.endswith(".tmp"):
             p.unlink(missing_ok=True)
         elif p.suffix == ".tar" and f"shards/{p.name}" not in used:
@@ -346,14 +351,14 @@ def _collect_garbage(out: Path, records: dict[str, dict]) -> None:
 
 
 def _settings(videos: Path, out: Path, dataset: str, resolution: int, frames_per_clip: int, stride: int,
-              smooth: float, template, with_audio: bool = False) -> dict:
+              smooth: float, template, with_audio: bool = False, state: Path | None = None) -> dict:
     """The run's options; on a resumed folder, checked against prepare.json (template reused)."""
     from .pose_labels import default_template, load_template, template_digest
 
     new = {"format": FORMAT, "version": VERSION, "dataset": dataset, "resolution": int(resolution),
            "frames_per_clip": int(frames_per_clip), "stride": int(stride), "crop_scale": CROP_SCALE,
            "smooth": float(smooth)}
-    path = out / "prepare.json"
+    path = (state or out) / "prepare.json"
     if path.is_file():
         old = read_json(path)
         diff = [f"{k} {old.get(k)!r} → {new[k]!r}" for k in _CHECKED if old.get(k) != new[k]]
@@ -380,58 +385,16 @@ def _settings(videos: Path, out: Path, dataset: str, resolution: int, frames_per
     return dict(settings, videos=str(videos), out=str(out))
 
 
-def build_index(out, estimate_sample: int = 2000) -> dict:
-    """Rebuild ``out/index.json`` from the manifest (clips sorted by key) and return it."""
-    from .pose_labels import fit_pose
-
-    out = Path(out)
-    settings = read_json(out / "prepare.json")
-    records = sorted((r for r in _read_manifest(out / "manifest.jsonl").values() if r.get("status") == "ok"),
-                     key=lambda r: r["key"])
-    identities = sorted({r["identity"] for r in records})
-    ident_id = {name: i for i, name in enumerate(identities)}
-    shards = sorted({r["shard"] for r in records})
-    shard_id = {name: i for i, name in enumerate(shards)}
-    index = {
-        "format": FORMAT, "version": VERSION, "dataset": settings["dataset"],
-        "resolution": settings["resolution"], "crop_scale": settings["crop_scale"],
-        "frames_per_clip": settings["frames_per_clip"], "stride": settings["stride"], "smooth": settings["smooth"],
-        "image": "JPEG q95 RGB", "mask": "PNG 8-bit (selfie segmentation probability × 255)",
-        "pose": "raw9 float32 (scale×3, yaw, pitch, roll, translation×3); "
-                "theta_from_raw9(raw9) maps posed → canonical",
-        "landmarks": "MediaPipe 468-point face mesh, crop coordinates ([-1, 1] on x and y; z scaled like x), float16",
-        "template_digest": settings["template_digest"], "template_source": settings["template_source"],
-        "template": settings["template"],
-        "identities": identities, "shards": shards,
-        "clips": {"key": [r["key"] for r in records],
-                  "identity": [ident_id[r["identity"]] for r in records],
-                  "shard": [shard_id[r["shard"]] for r in records],
-                  "offset": [r["offset"] for r in records],
-                  "size": [r["size"] for r in records],
-                  "n_frames": [r["n_frames"] for r in records]},
-        "stats": {"clips": len(records), "frames": int(sum(r["n_frames"] for r in records)),
-                  "identities": len(identities),
-                  "skipped_frames": int(sum(r.get("skipped", 0) for r in records))},
-        "template_estimate": None, "template_estimate_pose": None,
-    }
-    if settings.get("with_audio"):
-        index["with_audio"] = True
-        index["audio"] = "KEY/audio.npy: the video's whole audio track, 16 kHz mono int16 (header: audio)"
-    if records:
-        est = ShardDataset(out, index=index).estimate_template(estimate_sample)
-        index["template_estimate"] = np.round(est, 6).tolist()
-        # where the data set's mean face sits relative to the label template (θ of the estimate)
-        index["template_estimate_pose"] = [round(float(v), 6) for v in fit_pose(est, settings["template"])]
-    write_json_atomic(out / "index.json", index)
-    return index
-
-
 def prepare_dataset(videos, out, dataset_name: str, *, resolution: int = 512, frames_per_clip: int = 32,
                     stride: int = 5, workers: int = 1, shard_size_mb: float = 256, smooth: float = 0.5,
                     template=None, retry_failed: bool = False, progress: bool = True,
-                    with_audio: bool = False) -> PrepareSummary:
-    """Prepare (or resume preparing) the training set ``out`` from the videos under ``videos``."""
+                    with_audio: bool = False, part: tuple[int, int] = (1, 1)) -> PrepareSummary:
+    """Prepare (or resume preparing) the training set ``out`` — or its part ``part`` = (I, N) — from
+    the videos under ``videos``."""
     videos, out = Path(videos), Path(out)
+    if (out / "index.json").is_file():
+        raise EmoPortraitsError(f"{out} was prepared in the old layout (index.json); convert it with "
+                                f"`emoportraits prepare-data --convert {out} --out NEW_DIR`, or choose another --out")
     if not videos.is_dir():
         raise EmoPortraitsError(f"{videos}: no such folder; --videos must be a folder of videos")
     if not dataset_name or any(c in dataset_name for c in "/\\ "):
@@ -448,69 +411,80 @@ def prepare_dataset(videos, out, dataset_name: str, *, resolution: int = 512, fr
     if not found:
         raise EmoPortraitsError(f"{videos}: no video files found (looked for .mp4, .mov, .mkv, … in all subfolders)")
 
+    found = [r for r in found if _parts.part_of(r, part[1]) == part[0]]
     t0 = time.perf_counter()
     summary = PrepareSummary(out=out, dataset=dataset_name, videos_found=len(found))
-    with _lock(out):
+    state = _parts.part_dir(out, part)
+    with _lock(state):
         cfg = _settings(videos, out, dataset_name, resolution, frames_per_clip, stride, smooth, template,
-                        with_audio)
+                        with_audio, state=state)
         cfg["with_audio"] = bool(with_audio)
         cfg["shard_size_mb"] = float(shard_size_mb)
-        done = _read_manifest(out / "manifest.jsonl")
-        _collect_garbage(out, done)
+        done = _read_manifest(state / "manifest.jsonl")
+        _collect_garbage(out, done, _parts.shard_prefix(part))
         pending = [r for r in found if r not in done or (retry_failed and done[r].get("status") == "failed")]
         summary.already_done = len(found) - len(pending)
-        if not pending:
-            if not (out / "index.json").is_file():
-                summary.index = build_index(out)
-            summary.seconds = time.perf_counter() - t0
-            return summary
-        manifest = _Manifest(out / "manifest.jsonl")
-        bar = _bar(progress, len(pending), dataset_name)
-        run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
-
-        def handle(msg) -> None:
-            kind = msg[0]
-            if kind == "video":
-                _, rel, st = msg
-                summary.processed += 1
-                summary.frames += st["frames"]
-                summary.skipped += st["skipped"]
-                status = st["status"]
-                setattr(summary, status, getattr(summary, status) + 1)
-                if status == "failed":
-                    summary.errors.append(f"{rel}: {st['error']}")
-                if status != "ok":              # nothing in a shard: durable right away
-                    manifest.append([{"path": rel, **st}])
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(frames=summary.frames, no_face=summary.skipped, failed=summary.failed,
-                                    refresh=False)
-            elif kind == "commit":
-                _, shard, records = msg
-                manifest.append(records)
-                summary.shards.append(shard)
-                summary.bytes_written += (out / shard).stat().st_size
-
-        workers = min(workers, len(pending))
-        try:
-            if workers == 1:
-                proc = _VideoProcessor(cfg, f"{run_id}-w00", handle)
-                try:
-                    for rel in pending:
-                        proc.process(rel)
-                    proc.finish()
-                except BaseException:
-                    proc.abort()
-                    raise
-            else:
-                _run_parallel(cfg, run_id, pending, workers, handle)
-        finally:
-            manifest.close()
-            if bar is not None:
-                bar.close()
-            summary.index = build_index(out)
-        summary.seconds = time.perf_counter() - t0
+        if pending:
+            _process_all(cfg, out, state, part, pending, workers, summary, progress)
+        if pending or not (state / "stats.json").is_file():
+            _parts.finish_part(out, part, _read_manifest(state / "manifest.jsonl"), cfg)
+    if pending or not (out / "dataset.json").is_file():
+        summary.index = _parts.merge(out, required=False)     # the last part to finish merges
+    elif summary.index is None:
+        summary.index = read_json(out / "dataset.json")
+    summary.part = part
+    summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _process_all(cfg: dict, out: Path, state: Path, part, pending: list[str], workers: int,
+                 summary: PrepareSummary, progress: bool) -> None:
+    """Run the videos ``pending`` through ``workers`` processes, logging each finished one."""
+    manifest = _Manifest(state / "manifest.jsonl")
+    bar = _bar(progress, len(pending), cfg["dataset"])
+    # a shard name never reused: the part, then the run's time and a random tag
+    run_id = _parts.shard_prefix(part) + time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+    def handle(msg) -> None:
+        kind = msg[0]
+        if kind == "video":
+            _, rel, st = msg
+            summary.processed += 1
+            summary.frames += st["frames"]
+            summary.skipped += st["skipped"]
+            status = st["status"]
+            setattr(summary, status, getattr(summary, status) + 1)
+            if status == "failed":
+                summary.errors.append(f"{rel}: {st['error']}")
+            if status != "ok":              # nothing in a shard: durable right away
+                manifest.append([{"path": rel, **st}])
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(frames=summary.frames, no_face=summary.skipped, failed=summary.failed,
+                                refresh=False)
+        elif kind == "commit":
+            _, shard, records = msg
+            manifest.append(records)
+            summary.shards.append(shard)
+            summary.bytes_written += (out / shard).stat().st_size
+
+    workers = min(workers, len(pending))
+    try:
+        if workers == 1:
+            proc = _VideoProcessor(cfg, f"{run_id}-w00", handle)
+            try:
+                for rel in pending:
+                    proc.process(rel)
+                proc.finish()
+            except BaseException:
+                proc.abort()
+                raise
+        else:
+            _run_parallel(cfg, run_id, pending, workers, handle)
+    finally:
+        manifest.close()
+        if bar is not None:
+            bar.close()
 
 
 def _run_parallel(cfg: dict, run_id: str, pending: list[str], workers: int, handle) -> None:
@@ -565,10 +539,18 @@ def _bar(progress: bool, total: int, desc: str):
 # ---- command line -------------------------------------------------------------------------------------
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--videos", required=True, metavar="DIR",
-                   help="folder of videos, any nesting (VoxCeleb2: id/video/clip.mp4); identity = first folder")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--videos", metavar="DIR",
+                      help="folder of videos, any nesting (VoxCeleb2: id/video/clip.mp4); identity = first folder")
+    what.add_argument("--merge", action="store_true",
+                      help="only merge the finished --part runs of --out into its dataset.json")
+    what.add_argument("--convert", metavar="OLD_DIR",
+                      help="rewrite a folder prepared in the old layout (index.json) as WebDataset shards in --out")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created; reruns resume it)")
-    p.add_argument("--dataset-name", required=True, metavar="NAME", help="e.g. voxceleb2 or feed")
+    p.add_argument("--dataset-name", metavar="NAME", help="e.g. voxceleb2, feed or hdtf (required with --videos)")
+    p.add_argument("--part", metavar="I/N",
+                   help="prepare only part I of N (videos split by a hash of their path): one part per machine, "
+                        "each writing its own shards; the last one to finish merges")
     p.add_argument("--resolution", type=int, default=512, metavar="R", help="crop side in pixels (default: 512)")
     p.add_argument("--frames-per-clip", type=int, default=32, metavar="N",
                    help="at most N frames with a face per video (default: 32)")
@@ -591,11 +573,20 @@ def run(args: argparse.Namespace) -> None:
     import logging
 
     logging.getLogger("emoportraits").setLevel(logging.WARNING)
+    if args.merge or args.convert:
+        index = _parts.merge(args.out) if args.merge else _parts.convert_v1(args.convert, args.out,
+                                                                            shard_size_mb=args.shard_size_mb)
+        st = index["stats"]
+        print(f"data set {args.out}: {st['clips']} clips, {st['frames']} frames (WebDataset samples), "
+              f"{st['identities']} identities, {len(index['shards'])} shard(s), {index['resolution']}² crops")
+        return
+    if not args.dataset_name:
+        raise EmoPortraitsError("--dataset-name is required with --videos (e.g. voxceleb2, feed or hdtf)")
     summary = prepare_dataset(args.videos, args.out, args.dataset_name, resolution=args.resolution,
                               frames_per_clip=args.frames_per_clip, stride=args.stride, workers=args.workers,
                               shard_size_mb=args.shard_size_mb, smooth=args.smooth, template=args.template,
                               retry_failed=args.retry_failed, progress=not args.quiet,
-                              with_audio=getattr(args, "with_audio", False))
+                              with_audio=getattr(args, "with_audio", False), part=_parts.parse_part(args.part))
     print(summary)
 
 

@@ -65,7 +65,7 @@ class SpeechClipDataset(Dataset):
         for c in np.flatnonzero(self.shards.n_frames >= 2):
             h = self.shards.header(int(c))
             first, end = self.segment_range(int(c))
-            if "audio" in h and float(h.get("fps") or 0) > 0 and end - first >= 2:
+            if h.get("audio") and float(h.get("fps") or 0) > 0 and end - first >= 2:
                 keep.append(int(c))
             else:
                 dropped += 1
@@ -95,7 +95,9 @@ class SpeechClipDataset(Dataset):
 
     def read_audio(self, clip: int) -> np.ndarray:
         """The clip's stored audio as float32 samples in [-1, 1] (16 kHz mono)."""
-        h = self.shards.header(clip)
+        if hasattr(self.shards, "read_audio"):
+            return self.shards.read_audio(clip)
+        h = self.shards.header(clip)             # an old-layout ShardDataset
         raw = self.shards._read(int(self.shards.shard_ids[clip]), *h["audio"])
         pcm = np.load(io.BytesIO(raw))
         return pcm.astype(np.float32) / 32767.0
