@@ -160,11 +160,11 @@ def drift_slopes(x9: torch.Tensor, times: np.ndarray) -> np.ndarray:
 def real_speech_tracks(folders: list[Path]) -> dict[str, tuple[torch.Tensor, np.ndarray]]:
     """Name → (whole head-pose label track (T, 9) as poses, frame times in s) of every prepared clip of
     the speech videos."""
-    from emoportraits.data.shards import ShardDataset
+    from emoportraits.data.clips import ClipStore as ShardDataset
     from emoportraits.models.geometry import pose9_from_raw9
 
     out = {}
-    for folder in (f for f in folders if (f / "index.json").is_file()):
+    for folder in (f for f in folders if (f / "dataset.json").is_file()):
         data = ShardDataset(folder)
         for i in range(len(data)):
             h = data.header(i)

@@ -17,8 +17,10 @@ import torch
 from emoportraits import cli
 from emoportraits.data import pose_labels as pl
 from emoportraits.data.augment import MotionAugment, color_jitter, elastic_warp
+from emoportraits.data.clips import ClipStore as ShardDataset      # the random-access reader of prepared folders
 from emoportraits.data.pairs import FrameDataset, MixedDataset, MixingBatchSampler, PairDataset
-from emoportraits.data.shards import ShardDataset, ShardWriter, encode_jpeg, encode_png
+from emoportraits.data.shards import encode_jpeg, encode_png
+from emoportraits.data.wds import SampleWriter as ShardWriter
 from emoportraits.models.geometry import rotation_matrix, theta_from_raw9
 
 from helpers import REPO, shared_media
@@ -61,9 +63,11 @@ def _snapshot(folder):
 def test_prepare_writes_shards_and_index(prepared):
     _, out, stdout = prepared
     assert "2 ok" in stdout and "12 frames written" in stdout
-    for name in ("index.json", "manifest.jsonl", "prepare.json"):
+    for name in ("dataset.json", "parts/1-of-1/manifest.jsonl", "parts/1-of-1/prepare.json",
+                 "parts/1-of-1/stats.json"):
         assert (out / name).is_file()
     shards = sorted((out / "shards").glob("*.tar"))
+    assert all(p.name.startswith("p1of1-") for p in shards)
     # each worker writes its own shard; the two videos go to whichever worker asks first, so one worker
     # may take both (a shared work queue), but never two shards from one worker here
     workers = [re.search(r"-w(\d\d)-", p.name).group(1) for p in shards]
@@ -93,12 +97,12 @@ def test_prepare_writes_shards_and_index(prepared):
         assert info.frame_indices == [0, 5, 10, 15, 20, 25]                  # default stride 5
         assert len(set(map(bytes, clip["frames"]))) == N_FRAMES               # different frames
         assert theta_from_raw9(torch.from_numpy(poses)).shape == (N_FRAMES, 4, 4)
-    # the shards are ordinary tar files and the index offsets point at their members
-    h = data.header(0)
+    # the shards are ordinary tar files: a sample per frame, KEY/FFFFFF.{jpg,mask.png,landmarks.npy,json}
     with tarfile.open(out / data.shards[int(data.shard_ids[0])]) as tar:
         member = tar.getmember(f"{data.keys[0]}/000003.jpg")
-        assert [member.offset_data, member.size] == h["frames"][3]
-        assert tar.extractfile(member).read() == data._read(int(data.shard_ids[0]), *h["frames"][3])
+        assert tar.extractfile(member).read() == data.clip(0).members["jpg"][3]
+        names = {m.name for m in tar if m.name.startswith(f"{data.keys[0]}/000003.")}
+    assert names == {f"{data.keys[0]}/000003.{f}" for f in ("jpg", "mask.png", "landmarks.npy", "json")}
 
 
 def test_prepare_rerun_is_a_noop(prepared, capsys):
@@ -120,6 +124,80 @@ def test_prepare_refuses_other_options_and_bad_input(prepared, tmp_path, capsys)
     (tmp_path / "empty").mkdir()
     assert cli.main(_prepare_args(tmp_path / "empty", tmp_path / "o")) == 2
     assert "no video files" in capsys.readouterr().err
+
+
+def test_webdataset_and_datasets_read_the_shards_as_they_are(prepared, tmp_path):
+    """Acceptance: the `webdataset` library (and Hugging Face `datasets`, if installed) read the
+    shards prepare-data wrote, with the sample count prepare-data reported."""
+    wds = pytest.importorskip("webdataset")
+    _, out, stdout = prepared
+    reported = int(re.search(r"(\d+) frames \(WebDataset samples\)", stdout).group(1))
+    urls = [str(p) for p in sorted((out / "shards").glob("*.tar"))]
+    samples = list(wds.WebDataset(urls, shardshuffle=False).decode("rgb8"))
+    assert len(samples) == reported == 2 * N_FRAMES
+    s = samples[0]
+    assert s["jpg"].shape == (RES, RES, 3) and s["landmarks.npy"].shape == (468, 3)
+    assert s["json"]["frame"] == 0 and len(s["json"]["pose"]) == 9 and s["__key__"].endswith("/000000")
+    store = ShardDataset(out)
+    np.testing.assert_array_equal(np.asarray(s["json"]["pose"], np.float32), store.read_poses(0)[0])
+    datasets = pytest.importorskip("datasets")
+    rows = datasets.load_dataset("webdataset", data_files={"train": urls}, split="train",
+                                 cache_dir=str(tmp_path / "hf"))
+    assert rows.num_rows == reported and set(rows.column_names) >= {"jpg", "mask.png", "landmarks.npy", "json"}
+
+
+def test_parts_merge_and_old_folders(prepared, tmp_path, capsys):
+    """--part I/N on two "machines" (same folder, no shared state) then the merge gives the same data
+    set as one run; an old (v1) folder is refused with the conversion command, and converted."""
+    videos, out, _ = prepared
+    split = tmp_path / "split"
+    for i in (1, 2):
+        assert cli.main(_prepare_args(videos, split, "--part", f"{i}/2")) == 0
+    merged = ShardDataset(split)
+    whole = ShardDataset(out)
+    assert merged.keys == whole.keys and merged.total_frames == whole.total_frames
+    assert {p.name[:6] for p in (split / "shards").glob("*.tar")} <= {"p1of2-", "p2of2-"}
+    np.testing.assert_array_equal(merged.read_frames(1), whole.read_frames(1))
+    assert cli.main(["prepare-data", "--merge", "--out", str(split)]) == 0
+    assert "2 clips, 12 frames" in capsys.readouterr().out
+    # an old folder: refused by readers and by prepare-data, with the command that converts it
+    old = _old_layout_folder(tmp_path / "old", whole)
+    with pytest.raises(Exception, match="prepare-data --convert"):
+        ShardDataset(old)
+    assert cli.main(_prepare_args(videos, old)) == 2
+    assert "--convert" in capsys.readouterr().err
+    assert cli.main(["prepare-data", "--convert", str(old), "--out", str(tmp_path / "new")]) == 0
+    new = ShardDataset(tmp_path / "new")
+    assert new.keys == whole.keys
+    np.testing.assert_array_equal(new.read_frames(0), whole.read_frames(0))
+    np.testing.assert_array_equal(new.read_poses(1), whole.read_poses(1))
+
+
+def _old_layout_folder(folder, store):
+    """The clips of ``store`` written in the v1 layout (ShardWriter + index.json), as old runs left them."""
+    import json
+
+    from emoportraits.data.shards import ShardWriter as V1Writer
+
+    records = []
+    with V1Writer(folder, "old", on_commit=lambda s, r: records.extend(r)) as w:
+        for i in range(len(store)):
+            c, h = store.clip(i), store.header(i)
+            meta = {k: h[k] for k in ("dataset", "identity", "video", "fps", "frame_indices")}
+            w.add_clip(store.keys[i], c.members["jpg"], c.members["mask.png"], c.poses(), c.landmarks(), meta,
+                       extra={"path": store.keys[i], "status": "ok", "identity": h["identity"]})
+    settings = json.loads((store.root / "parts/1-of-1/prepare.json").read_text())
+    settings.update(format="emoportraits-shards", version=1)
+    (folder / "prepare.json").write_text(json.dumps(settings))
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    from emoportraits.data.shards import FORMAT
+    index = {"format": FORMAT, "version": 1, "dataset": "voxceleb2", "resolution": RES, "identities": store.identities,
+             "shards": sorted({r["shard"] for r in records}), "template": store.template.tolist(),
+             "clips": {"key": [r["key"] for r in records], "identity": list(range(len(records))),
+                       "shard": [0] * len(records), "offset": [r["offset"] for r in records],
+                       "size": [r["size"] for r in records], "n_frames": [r["n_frames"] for r in records]}}
+    (folder / "index.json").write_text(json.dumps(index))
+    return folder
 
 
 def test_shard_writer_is_atomic(tmp_path):

@@ -150,8 +150,8 @@ def count_frames(args) -> int | None:
         return k if args.max_frames_per_video is None else min(k, args.max_frames_per_video)
     try:
         if args.data:
-            from emoportraits.data.shards import ShardDataset
-            return int(sum(take(int(n)) for n in ShardDataset(args.data).n_frames))
+            from emoportraits.data.clips import ClipStore
+            return int(sum(take(int(n)) for n in ClipStore(args.data).n_frames))
         from emoportraits.media.video import probe_video
         return int(sum(take(probe_video(p).n_frames) for p in args.videos))
     except Exception:       # a bad file fails properly later, with its own message

@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from emoportraits.config import EmoPortraitsConfig
 from emoportraits.data.augment import color_jitter
 from emoportraits.data.pairs import FrameDataset, MixedDataset
-from emoportraits.data.shards import ShardDataset
+from emoportraits.data.clips import ClipStore
 from emoportraits.models.geometry import theta_from_raw9
 from emoportraits.models.motion import HeadPoseNet
 
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     config = EmoPortraitsConfig.preset(args.preset)
-    shards = [ShardDataset(d) for d in args.data]
+    shards = [ClipStore(d) for d in args.data]
     data = MixedDataset([FrameDataset(s, resolution=config.image_size) for s in shards])
     if len(data) == 0:
         print("error: the data sets have no frames", file=sys.stderr)
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     templates = {s.info["template_digest"] for s in shards}
     if len(templates) > 1:
         print(f"error: the data sets were labelled with different face templates {sorted(templates)}; "
-              f"relabel with ShardDataset(template=...) or prepare them with one --template", file=sys.stderr)
+              f"relabel with ClipStore(template=...) or prepare them with one --template", file=sys.stderr)
         return 2
     sampler = RandomSampler(data, replacement=True, num_samples=args.steps * args.batch_size,
                             generator=torch.Generator().manual_seed(args.seed))
