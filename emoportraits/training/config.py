@@ -25,7 +25,8 @@ class DataSource:
 class ModelSection:
     preset: str = "released"
     overrides: dict = field(default_factory=dict)   # EmoPortraitsConfig fields to change
-    init_from: str | None = None     # a from_pretrained folder / Hub repo to fine-tune from
+    init_from: str | None = None     # a from_pretrained folder / Hub repo / "official" to fine-tune from
+    freeze: list = field(default_factory=list)      # modules kept fixed (names or groups, see FREEZE_GROUPS)
 
 
 @dataclass
@@ -101,19 +102,29 @@ class TrainConfig(TrainConfigMixin):
     green_background: bool = True     # targets composited on green, as the released model was trained
     mix_every: int = 2                # every second batch mixes the two datasets (SPEC §3)
     num_workers: int = 0
+    stream_buffer: int = 32           # clips in each stream's shuffle buffer (per data set, rank and worker)
+    ddp_find_unused: Any = "auto"     # DDP find_unused_parameters: auto (checked once), true or false
 
 
-def parse_config_args(cls, argv, description: str, example: str = "train/configs/"):
+def parse_config_args(cls, argv, description: str, example: str = "train/configs/", options: dict | None = None):
     """``--config FILE [section.key=value …]`` → a config dataclass; bad files and overrides end the
-    program with a one-line usage error (argparse), not a traceback."""
+    program with a one-line usage error (argparse), not a traceback. ``options``: extra flags as
+    shorthands of overrides, ``{"--init-from": ("model.init_from", help)}``."""
     import argparse
 
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help=f"YAML configuration (see {example})")
+    for flag, (_, text) in (options or {}).items():
+        parser.add_argument(flag, metavar="VALUE", help=text)
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides of the configuration")
     args = parser.parse_args(argv)
+    overrides = list(args.overrides)
+    for flag, (key, _) in (options or {}).items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            overrides.append(f"{key}={value}")
     try:
-        return parser, args, load_config(cls, args.config, args.overrides)
+        return parser, args, load_config(cls, args.config, overrides)
     except (ValueError, OSError) as e:
         parser.error(str(e))
 

@@ -18,6 +18,9 @@ def make_accelerator(cfg, **kwargs):
     from accelerate.utils import ProjectConfiguration, set_seed
 
     out = Path(cfg.log.output_dir)
+    # schedulers step once per optimisation step, whatever the number of processes: a run resumed on
+    # another world size keeps its learning-rate curve (Accelerate's default steps them once per process)
+    kwargs.setdefault("step_scheduler_with_optimizer", False)
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, log_with=cfg.log.tracker,
                               project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
                               **kwargs)
@@ -44,6 +47,64 @@ def begin_run(accelerator, cfg, out: Path, project: str, tracker_config: dict) -
 def to_device(raw: dict, device) -> dict:
     """A collated batch on the device (``fps`` stays where it is: bookkeeping, not model input)."""
     return {k: (v.to(device) if isinstance(v, torch.Tensor) and k != "fps" else v) for k, v in raw.items()}
+
+
+class LogMean:
+    """The logged numbers of one optimisation step: averaged over its micro-batches (gradient
+    accumulation) and over all processes, so the metrics describe the whole batch, not rank 0's part."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, logs: dict) -> None:
+        for k, v in logs.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        self.count += 1
+
+    def reduce(self, accelerator) -> dict:
+        """The mean over micro-batches and ranks (every rank must call it; keys are the same on all)."""
+        keys = sorted(self.sums)
+        local = torch.tensor([self.sums[k] / max(self.count, 1) for k in keys], dtype=torch.float64,
+                             device=accelerator.device)
+        if accelerator.num_processes > 1:
+            local = accelerator.reduce(local, reduction="mean")
+        self.sums, self.count = {}, 0
+        return {k: float(v) for k, v in zip(keys, local.tolist())}
+
+
+def unused_parameters(module: torch.nn.Module, forward) -> list[str]:
+    """Trainable parameters of ``module`` that one ``forward(module)`` → loss, backward, leaves
+    without a gradient (so DDP needs ``find_unused_parameters``). Gradients, buffers (e.g. a pose
+    pool) and the global RNG are left as they were."""
+    buffers = {k: v.detach().clone() for k, v in module.named_buffers()}
+    with torch.random.fork_rng(devices=[]):
+        forward(module).backward()
+    unused = [n for n, p in module.named_parameters() if p.requires_grad and p.grad is None]
+    module.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for k, v in module.named_buffers():
+            v.copy_(buffers[k])
+    return unused
+
+
+def configure_ddp(accelerator, module: torch.nn.Module, forward, setting="auto") -> bool:
+    """Set DDP's ``find_unused_parameters`` before ``prepare``: on only where a network really skips
+    parameters (``setting="auto"``: checked with one forward/backward of ``forward``), or as given."""
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    if accelerator.num_processes == 1:
+        return False
+    if setting == "auto":
+        unused = unused_parameters(module, forward)
+        find = bool(unused)
+        if unused:
+            accelerator.print(f"DDP: {len(unused)} trainable parameter(s) get no gradient (e.g. {unused[0]}); "
+                              f"find_unused_parameters on")
+    else:
+        find = bool(setting)
+    accelerator.ddp_handler = DistributedDataParallelKwargs(find_unused_parameters=find)
+    return find
 
 
 def append_metrics(accelerator, out: Path, step: int, logs: dict) -> None:
