@@ -89,7 +89,7 @@ def _cmd_reenact(args: argparse.Namespace) -> None:
     options = ReenactOptions(relative=args.relative, expression_scale=args.expression_scale,
                              paste_back=args.paste_back, background=background, smooth=args.smooth,
                              fixed_crop=args.fixed_crop, face_index=args.face_index, max_frames=args.max_frames,
-                             render=args.render)
+                             render=args.render, min_motion=args.min_motion)
     options.validate()
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     pipe = EmoPortraitsPipeline.from_pretrained(_model_or_default(args.model), device=args.device, dtype=dtype,
@@ -121,7 +121,7 @@ def _cmd_speak(args: argparse.Namespace) -> None:
     background = args.background if args.background == "transparent" else _parse_colour(args.background)
     options = ReenactOptions(paste_back=args.paste_back, background=background,
                              smooth=args.smooth, face_index=args.face_index, max_frames=args.max_frames,
-                             render=args.render)
+                             render=args.render, min_motion=args.min_motion)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     pipe = EmoPortraitsPipeline.from_pretrained(_model_or_default(args.model), device=args.device, dtype=dtype)
     out = pipe.speak(args.source, args.audio, args.out, speech_model=speech, whisper=whisper, pose=pose,
@@ -291,6 +291,9 @@ def _add_rendering_arguments(p: argparse.ArgumentParser) -> None:
                    help="photo: move the portrait's own pixels along the model's warps and add what the network "
                         "draws beyond them (sharp, the person stays recognisable); network: the model's image as "
                         "is; auto (default): photo for models below 256², network otherwise")
+    p.add_argument("--min-motion", type=float, default=0.5, metavar="M",
+                   help="refuse a video whose face changes by less than M/255 (it would look like the photo); "
+                        "0 = write it anyway (default: 0.5)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or notes")
 
 

@@ -54,6 +54,9 @@ class ReenactOptions:
     # whose renders are too coarse to be the person
     render: str = "auto"
     residual: float = 1.0              # photo render: weight of the model's change beyond the warp
+    # a video whose face changes by less than this (mean /255, largest over the frames) is refused:
+    # it would look like the photo (0 = write whatever comes out)
+    min_motion: float = 0.5
 
     def render_mode(self, image_size: int) -> str:
         return ("photo" if image_size < 256 else "network") if self.render == "auto" else self.render
@@ -69,6 +72,8 @@ class ReenactOptions:
             raise ValueError(f"face_index must be >= 0, got {self.face_index}")
         if self.render not in ("auto", "photo", "network"):
             raise ValueError(f"render must be 'auto', 'photo' or 'network', got {self.render!r}")
+        if self.min_motion < 0:
+            raise ValueError(f"min_motion must be >= 0, got {self.min_motion}")
         if not 0 <= self.residual <= 4:
             raise ValueError(f"residual must be in [0, 4], got {self.residual}")
 
@@ -319,7 +324,7 @@ class EmoPortraitsPipeline:
         if audio_from is None:
             logger.info("%s has no audio track; the video is silent (add one with --audio)", Path(drv_name).name)
         bar = self._progress(progress, total, Path(drv_name).name)
-        check = MotionCheck(src, Path(str(output)).name)
+        check = MotionCheck(src, Path(str(output)).name, opts.min_motion)
         with VideoWriter(output, info.fps, audio_from=audio_from) as writer:
             frames = iter_frames(driver, max_frames=opts.max_frames)
             for i, image in enumerate(self._render_frames(src, frames, drv_name, opts)):
@@ -393,13 +398,15 @@ class EmoPortraitsPipeline:
         else:
             poses = self._pose_track(src, driver, opts)
         bar = self._progress(progress, n, Path(str(audio)).name)
-        check = MotionCheck(src, Path(str(output)).name)
+        check = MotionCheck(src, Path(str(output)).name, opts.min_motion)
         with VideoWriter(output, fps, audio_from=audio) as writer:
             for t in range(n):
                 theta = next(poses)
                 writer.write(_even(check(self._render(src, z_seq[:, t], theta, opts))))
                 bar(t + 1, n)
-            check.finish("is there speech in the audio?")
+            check.finish("is there speech in the audio? if so, this model barely moves the mouth: "
+                         "try generated head poses (--pose generated)" if pose == "still" else
+                         "is there speech in the audio?")
         return Path(output)
 
     def _pose_track(self, src: PreparedSource, driver: PathLike | None, opts: ReenactOptions) -> Iterator[torch.Tensor]:
@@ -450,7 +457,8 @@ class MotionCheck:
     0); `finish` raises a MediaError when it stayed below ``threshold`` (in /255) over more than one frame.
     """
 
-    def __init__(self, src: PreparedSource, name: str, threshold: float = 0.05):
+    def __init__(self, src: PreparedSource, name: str, threshold: float = 0.5):
+        # 0.5/255: a change a viewer cannot see in a video, but far above rounding (0 when untouched)
         from .media.crop import pixel_box
 
         x0, y0, side = pixel_box(src.box)
@@ -471,7 +479,7 @@ class MotionCheck:
         return frame
 
     def finish(self, hint: str) -> None:
-        if self.frames > 1 and self.largest < self.threshold:
+        if self.threshold > 0 and self.frames > 1 and self.largest < self.threshold:
             raise MediaError(f"{self.name}: the portrait was not animated (its face changed by at most "
                              f"{self.largest:.2f}/255 over {self.frames} frames; {hint}); nothing was written")
 

@@ -124,7 +124,7 @@ def test_speak_generates_from_the_portraits_pose_and_starts_at_its_theta(demo, p
     speech = SpeechEncoder.from_pretrained(DEFAULT_MODEL / "speech")
     out = pipe.speak(image, shared_media(A01), tmp_path / "talk.mp4", speech_model=speech,
                      whisper=str(DEFAULT_MODEL / "whisper"), pose="generated", pose_model=pose_model, pose_seed=0,
-                     progress=False, max_frames=3)
+                     progress=False, max_frames=3, min_motion=0)
     assert probe_video(out).n_frames == 3
     assert len(passed) == 1 and torch.allclose(passed[0], label_pose9(image), atol=1e-4)
     assert len(thetas) == 1 and thetas[0].shape == (3, 4, 4)

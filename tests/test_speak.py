@@ -16,7 +16,7 @@ def models(tmp_path_factory):
 def speak(models, out, *extra):
     return cli_main(["speak", "--source", str(shared_media(P03)), "--out", str(out), "--model", str(models / "main"),
                      "--speech-model", str(models / "speech"), "--whisper", str(models / "whisper"),
-                     "--device", "cpu", "--quiet", *map(str, extra)])
+                     "--device", "cpu", "--quiet", "--min-motion", "0", *map(str, extra)])    # random weights
 
 
 def test_speak_writes_a_video_as_long_as_the_audio(models, tmp_path, capsys):

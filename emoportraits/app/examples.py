@@ -121,7 +121,7 @@ def make_examples(folder: Path, *, use_espeak: bool = True) -> ExampleFiles:
         Image.fromarray(_moved(image, 0.35, centre, side)).save(files.driver_image)
     if not files.speech.exists():
         tmp = folder / "tmp_speech.wav"
-        if not (use_espeak and _espeak(tmp, "Hello! This portrait is talking, one frame at a time.")):
+        if not (use_espeak and _espeak(tmp, "Hello! This portrait is talking.")):
             write_wav(tmp, vowel_speech())
         tmp.replace(files.speech)
     return files

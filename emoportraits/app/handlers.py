@@ -134,7 +134,8 @@ class Handlers:
         if not driver_video and not driver_image:
             raise gr.Error("Add a driving video (upload or webcam) or a driving image.", print_exception=False)
         opts = ReenactOptions(relative=mode != "absolute", paste_back=bool(paste_back),
-                              expression_scale=float(expression_scale), smooth=float(smooth))
+                              expression_scale=float(expression_scale), smooth=float(smooth),
+                              min_motion=self.limits.min_motion)
         out = self._outdir()
         pipe = self.models.pipeline
         if not driver_video:            # an image driver: one image out
@@ -171,7 +172,8 @@ class Handlers:
         progress(0, desc="reading the speech")
         video = self.models.pipeline.speak(image, audio, self._outdir() / "talking.mp4",
                                            speech_model=self.models.speech, whisper=self.models.whisper,
-                                           progress=_progress_callback(progress, "animating"), **kwargs)
+                                           progress=_progress_callback(progress, "animating"),
+                                           min_motion=self.limits.min_motion, **kwargs)
         return str(video), f"Done: {seconds:.1f} s of speech, head pose {pose_mode}."
 
     def poses(self, audio, source, seed, temperature, render, progress=gr.Progress()):
@@ -199,7 +201,7 @@ class Handlers:
             progress(0.3, desc="rendering the portrait")
             video = str(self.models.pipeline.speak(
                 image, audio, out / "posed.mp4", speech_model=self.models.speech, whisper=self.models.whisper,
-                progress=_progress_callback(progress, "animating"),
+                progress=_progress_callback(progress, "animating"), min_motion=self.limits.min_motion,
                 **self._generated_pose_kwargs(pose_seed=seed, pose_temperature=float(temperature))))
         start = ", starting from the portrait's head pose" if initial is not None else ""
         return plot, files, video, (f"Done: {seconds:.1f} s of speech → {len(sequence)} head poses at {FPS:g} fps "

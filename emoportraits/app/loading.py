@@ -28,6 +28,7 @@ class Limits:
     max_video_seconds: float = 10.0      # driver videos are cut to this length
     max_audio_seconds: float = 20.0      # longer speech is refused (the video must match the audio)
     max_image_side: int = 4096           # larger photos are refused (detection, upload time)
+    min_motion: float = 0.5              # a video whose face moves less (/255) is refused, not shown as done
 
 
 @dataclass

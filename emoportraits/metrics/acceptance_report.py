@@ -170,7 +170,8 @@ class AcceptanceEvaluator:
     def render(self, pair: Pair, out: Path) -> Path:
         from ..pipelines import ReenactOptions
 
-        options = ReenactOptions(max_frames=self.max_frames)
+        # the pipeline's own still-result refusal is off: a still result is measured (and flagged NO-OP)
+        options = ReenactOptions(max_frames=self.max_frames, min_motion=0.0)
         if pair.kind == "video":
             return self.pipe.reenact(pair.portrait, pair.driver, out, options=options, progress=False)
         if self.speech_model is None:
