@@ -103,7 +103,10 @@ def prepared(tmp_path_factory):
 
 
 def launch(prepared, out, *extra, processes=1, env=None):
-    cmd = [str(ACCELERATE), "launch", "--cpu", "--num_processes", str(processes), "--num_machines", "1",
+    # several CPU processes: --multi_gpu (torchrun) with ACCELERATE_USE_CPU (gloo); `--cpu` would start one
+    device = ["--cpu"] if processes == 1 else ["--multi_gpu"]
+    env = dict(env or {}, **({} if processes == 1 else {"CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true"}))
+    cmd = [str(ACCELERATE), "launch", *device, "--num_processes", str(processes), "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1",
            str(REPO / "train" / "train_main.py"), "--config", str(REPO / "train" / "configs" / "tiny.yaml"),
            f"data.0.path={prepared}", f"log.output_dir={out}", "log.tracker=null", *extra]
@@ -156,9 +159,13 @@ def test_tiny_config_copies_the_source_not_the_training_identities(prepared, tmp
 
 
 def test_two_process_ddp_training(prepared, tmp_path):
-    run = launch(prepared, tmp_path / "ddp", "optim.max_steps=4", "log.checkpoint_every=2", processes=2)
+    run = launch(prepared, tmp_path / "ddp", "optim.max_steps=4", "log.checkpoint_every=2", processes=2,
+                 env={"EMOPORTRAITS_TEST_DIGEST": str(tmp_path / "digests")})
     assert run.returncode == 0, run.stderr[-3000:]
     assert sorted(losses(tmp_path / "ddp")) == [1, 2, 3, 4]
+    # really two ranks (`--cpu` would have started one), ending with the same parameters
+    digests = {p.name: p.read_text() for p in (tmp_path / "digests").iterdir()}
+    assert sorted(digests) == ["rank-0.txt", "rank-1.txt"] and len(set(digests.values())) == 1
     assert (tmp_path / "ddp" / "final" / "model.safetensors").is_file()
 
 

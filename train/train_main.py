@@ -36,7 +36,8 @@ from emoportraits.training import GeneratorStep, TrainBatch, TrainConfig, discri
 from emoportraits.training.config import parse_config_args
 from emoportraits.training.finetune import apply_freeze
 from emoportraits.training.loop import (LogMean, append_metrics, begin_run, checkpoint_if_due, configure_ddp,
-                                        crash_if_asked, crash_step, log_to_tracker, make_accelerator)
+                                        crash_if_asked, crash_step, log_to_tracker, make_accelerator,
+                                        report_digest_if_asked)
 
 OPTIONS = {"--init-from": ("model.init_from", "fine-tune this model: a from_pretrained folder, a Hub repo or "
                                               "'official' (the cached released model, `emoportraits download`)"),
@@ -238,6 +239,7 @@ class Run:
 
     def export(self, config_name: str) -> None:
         acc = self.accelerator
+        report_digest_if_asked(acc, self.step_module)
         acc.wait_for_everyone()
         if acc.is_main_process:
             final = acc.unwrap_model(self.step_module).model

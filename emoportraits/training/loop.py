@@ -135,6 +135,22 @@ def crash_if_asked(step: int, crash_at: int) -> None:
         os._exit(3)          # no cleanup, like a killed process
 
 
+def report_digest_if_asked(accelerator, module: torch.nn.Module) -> None:
+    """Tests: write every rank's parameter digest to ``$EMOPORTRAITS_TEST_DIGEST/rank-R.txt``, to check
+    that the replicas of a distributed run ended identical."""
+    folder = os.environ.get("EMOPORTRAITS_TEST_DIGEST")
+    if folder:
+        import hashlib
+
+        h = hashlib.sha256()
+        # parameters only: buffers such as the pose pool are per-rank state on purpose
+        for name, p in sorted(accelerator.unwrap_model(module).named_parameters()):
+            h.update(name.encode())
+            h.update(p.detach().cpu().contiguous().numpy().tobytes())
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / f"rank-{accelerator.process_index}.txt").write_text(h.hexdigest())
+
+
 def export_final(accelerator, model, out: Path, what: str) -> None:
     """Save ``model`` with ``save_pretrained`` to ``<output_dir>/final`` (main process) and end the run."""
     accelerator.wait_for_everyone()
