@@ -23,7 +23,7 @@ def setup(tmp_path_factory):
 def test_pose_windows_with_aligned_audio(setup):
     from emoportraits.audio import WhisperFeatures, align_to_frames
     from emoportraits.data.pose_clips import PoseClipDataset, collate_pose_clips
-    from emoportraits.data.shards import ShardDataset
+    from emoportraits.data.clips import ClipStore as ShardDataset
     from emoportraits.models.geometry import pose9_from_raw9, pose9_to_matrix
 
     shards = ShardDataset(setup / "data")

@@ -24,15 +24,19 @@ def setup(tmp_path_factory):
 
 def test_prepared_audio_and_aligned_windows(setup):
     from emoportraits.audio import WhisperFeatures
-    from emoportraits.data.shards import ShardDataset
+    from emoportraits.audio import load_audio
+    from emoportraits.data.clips import ClipStore
     from emoportraits.data.speech import SpeechClipDataset, collate_clips
 
-    shards = ShardDataset(setup / "data")
+    shards = ClipStore(setup / "data")
     assert len(shards) == 2 and shards.info.get("with_audio") is True
     for i in range(2):
         h = shards.header(i)
-        assert h["audio_sample_rate"] == 16000 and h["audio_samples"] > 16000 and h["fps"] > 0
+        assert h["audio_sample_rate"] == 16000 and h["audio"] and h["fps"] > 0
         assert np.all(np.diff(h["frame_indices"]) >= 1)
+        # the frames' audio slices give the video's whole track back (int16 round trip)
+        track = load_audio(setup / "videos" / h["source"], 16000)
+        np.testing.assert_allclose(shards.read_audio(i), track, atol=1.0 / 32767)
     whisper = WhisperFeatures(setup / "whisper")
     data = SpeechClipDataset(shards, whisper, clip_frames=(10, 20), seed=3)
     assert len(data) == 2

@@ -133,3 +133,36 @@ def test_item_randomness_is_reproducible(synth):
     b = take(make(synth), 4)
     assert a == b
     assert all(f0 != f1 for _, frames in a for f0, f1 in frames)         # two different frames per pair
+
+
+# ---- the speech/pose trainings' draw-numbered sampler ----------------------------------------------
+
+def test_clip_sampler_resumes_exactly_and_on_another_world_size():
+    from emoportraits.data.sampling import ClipSampler, DrawPosition
+
+    def run(world, batches, state=None):
+        """Per rank, the first ``batches`` batches (after resuming from ``state``) and the position."""
+        samplers = [ClipSampler(7, 3, seed=1, rank=r, world_size=world) for r in range(world)]
+        positions = [DrawPosition(s) for s in samplers]
+        if state is not None:
+            for p in positions:
+                p.load_state_dict(state)
+        out = []
+        for s, p in zip(samplers, positions):
+            it = iter(s)
+            out.append([next(it) for _ in range(batches)])
+            p.used += batches
+        return out, positions[0].state_dict()
+
+    whole, _ = run(2, 10)
+    head, state = run(2, 4)
+    tail, _ = run(2, 6, state)
+    assert [h + t for h, t in zip(head, tail)] == whole                      # same world size: exact
+    draws = lambda ranks: sorted(d for rank in ranks for batch in rank for _, d in batch)  # noqa: E731
+    assert state["draws"] == 4 * 2 * 3
+    one, _ = run(1, 12, state)                                                 # one rank goes on from draw 24
+    assert draws(one) == list(range(24, 60)) and draws(head) == list(range(24))
+    # every epoch (7 draws) visits every clip once
+    keys = sorted((d, c) for rank in whole for batch in rank for c, d in batch)
+    for e in range(len(keys) // 7):
+        assert sorted(c for _, c in keys[7 * e:7 * e + 7]) == list(range(7))

@@ -27,24 +27,21 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
 from emoportraits.audio import WhisperFeatures
 from emoportraits.data.pose_clips import PoseClipDataset, collate_pose_clips
+from emoportraits.data.sampling import ClipSampler, DrawPosition
 from emoportraits.losses.pose import (gradient_penalty, pose_reconstruction_loss, pose_smoothness_loss,
                                       wgan_critic_loss, wgan_generator_loss)
 from emoportraits.models.geometry import project_pose9
 from emoportraits.models.pose_discriminators import PoseDiscriminatorConfig, PoseDiscriminators
 from emoportraits.models.pose_generator import PoseGenerator, PoseGeneratorConfig
 from emoportraits.training.config import RunLogSection, TrainConfigMixin, WhisperSection, parse_config_args
-from emoportraits.training.loop import (append_metrics, begin_run, checkpoint_if_due, crash_if_asked, crash_step,
-                                        export_final, log_to_tracker, make_accelerator, to_device)
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_speech import ClipSampler, Position  # noqa: E402  (one data-position scheme for both)
+from emoportraits.training.loop import (LogMean, append_metrics, begin_run, checkpoint_if_due, crash_if_asked,
+                                        crash_step, export_final, log_to_tracker, make_accelerator, to_device)
 
 
 # ---- configuration ------------------------------------------------------------------------------------
@@ -70,6 +67,7 @@ class OptimSection:
     max_steps: int = 50_000              # generator updates
     batch_size: int = 16                 # windows per process and batch (cut to the shortest)
     n_critic: int = 5                    # critic updates per generator update (WGAN-GP)
+    grad_accum: int = 1                  # batches accumulated per update (of each side)
     lr_g: float = 1e-4
     lr_d: float = 1e-4
     min_lr_ratio: float = 0.0            # cosine schedules end at lr · this
@@ -169,7 +167,7 @@ def main(argv=None) -> int:
 
     from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
-    accelerator, out = make_accelerator(cfg)
+    accelerator, out = make_accelerator(cfg, gradient_accumulation_steps=cfg.optim.grad_accum)
 
     whisper_device = "cpu" if cfg.num_workers > 0 else accelerator.device
     whisper = WhisperFeatures(cfg.whisper.model, device=whisper_device, batch_size=cfg.whisper.batch_size)
@@ -194,7 +192,7 @@ def main(argv=None) -> int:
               f"or fewer than 2 frames in the segment)", file=sys.stderr)
     o = cfg.optim
     sampler = ClipSampler(len(data), o.batch_size, cfg.seed, accelerator.process_index, accelerator.num_processes)
-    position = Position()
+    position = DrawPosition(sampler)
 
     opt_g = torch.optim.Adam(generator.parameters(), lr=o.lr_g, betas=tuple(o.betas), weight_decay=o.weight_decay)
     opt_d = torch.optim.Adam(critics.parameters(), lr=o.lr_d, betas=tuple(o.betas), weight_decay=o.weight_decay)
@@ -208,7 +206,6 @@ def main(argv=None) -> int:
     gan = PoseGAN(gen_p, critics_p, cfg.losses, cfg.data.reference)
 
     step = begin_run(accelerator, cfg, out, "emoportraits-pose", {"max_steps": o.max_steps, "n_critic": o.n_critic})
-    sampler.consumed = position.used
     # its own generator: building the loader's iterator must not consume the global RNG
     loader = DataLoader(data, batch_sampler=sampler, num_workers=cfg.num_workers, collate_fn=collate_pose_clips,
                         generator=torch.Generator().manual_seed(cfg.seed))
@@ -221,31 +218,38 @@ def main(argv=None) -> int:
         return to_device(raw, accelerator.device)
 
     t0 = time.monotonic()
+    mean_d, mean_g = LogMean(), LogMean()
     while step < o.max_steps:
-        logs: dict = {}
         generator.requires_grad_(False)
-        for _ in range(o.n_critic):                       # critics: n_critic updates on fresh batches
-            with accelerator.autocast():
-                loss_d, logs_d = gan.critic_loss(next_batch())
-            accelerator.backward(loss_d)
-            opt_d.step()
-            opt_d.zero_grad(set_to_none=True)
-            logs.update(logs_d)                           # the last critic update's numbers
+        for k in range(o.n_critic):                       # critics: n_critic updates on fresh batches
+            for _ in range(o.grad_accum):                 # each over grad_accum batches
+                with accelerator.accumulate(critics_p):
+                    with accelerator.autocast():
+                        loss_d, logs_d = gan.critic_loss(next_batch())
+                    accelerator.backward(loss_d)
+                    opt_d.step()
+                    opt_d.zero_grad(set_to_none=True)
+                if k == o.n_critic - 1:
+                    mean_d.add(logs_d)                    # the last critic update's numbers
         sched_d.step()
         generator.requires_grad_(True)
         critics.requires_grad_(False)               # generator: one update
-        batch = next_batch()
-        with accelerator.autocast():
-            loss_g, logs_g = gan.generator_loss(batch)
-        accelerator.backward(loss_g)
-        if o.grad_clip:
-            accelerator.clip_grad_norm_(generator.parameters(), o.grad_clip)
-        opt_g.step()
+        for _ in range(o.grad_accum):
+            batch = next_batch()
+            with accelerator.accumulate(gen_p):
+                with accelerator.autocast():
+                    loss_g, logs_g = gan.generator_loss(batch)
+                accelerator.backward(loss_g)
+                if o.grad_clip and accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(generator.parameters(), o.grad_clip)
+                opt_g.step()
+                opt_g.zero_grad(set_to_none=True)
+            mean_g.add(dict(logs_g, frames=int(batch["motion"].shape[1])))
         sched_g.step()
-        opt_g.zero_grad(set_to_none=True)
         critics.requires_grad_(True)
         step += 1
-        logs.update(logs_g, lr_g=sched_g.get_last_lr()[0], frames=int(batch["motion"].shape[1]))
+        logs = {**mean_d.reduce(accelerator), **mean_g.reduce(accelerator)}   # over batches and ranks
+        logs.update(lr_g=sched_g.get_last_lr()[0])
         append_metrics(accelerator, out, step, logs)
         if accelerator.is_main_process and (step % cfg.log.log_every == 0 or step == o.max_steps):
             print(f"step {step}/{o.max_steps}: L_G {logs['g_total']:.4f} (rot {logs['rot']:.4f}, trans "

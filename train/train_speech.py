@@ -33,16 +33,18 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from emoportraits import EmoPortraits
 from emoportraits.audio import WhisperFeatures
+from emoportraits.data.sampling import ClipSampler, DrawPosition
 from emoportraits.data.speech import SpeechClipDataset, collate_clips
 from emoportraits.losses.pca import MouthPCA, pca_loss
 from emoportraits.models.emoportraits import Avatar
 from emoportraits.models.speech import SpeechEncoder, SpeechEncoderConfig
 from emoportraits.training.config import RunLogSection, TrainConfigMixin, WhisperSection, parse_config_args
-from emoportraits.training.loop import (append_metrics, begin_run, checkpoint_if_due, crash_if_asked, crash_step,
+from emoportraits.training.loop import (LogMean, append_metrics, begin_run, checkpoint_if_due,
+                                        crash_if_asked, crash_step,
                                         export_final, log_to_tracker, make_accelerator, to_device)
 
 GREEN = (0.0, 1.0, 0.0)
@@ -76,6 +78,7 @@ class OptimSection:
     betas: tuple = (0.9, 0.999)
     weight_decay: float = 1e-2
     grad_clip: float | None = 1.0
+    grad_accum: int = 1                  # batches accumulated per optimisation step
     teacher_forcing_steps: int = 10_000  # teacher_ratio 1 → 0 linearly over these steps
     render_frames: int = 4               # frames rendered per clip (memory)
 
@@ -117,49 +120,6 @@ class SpeechTrainConfig(TrainConfigMixin):
     mixed_precision: str = "no"
     seed: int = 0
     num_workers: int = 0
-
-
-# ---- data position -----------------------------------------------------------------------------------
-
-class ClipSampler(Sampler):
-    """Batches of (clip, draw seed) keys: draw d (global over ranks) takes clip perm_e[d mod n] of
-    epoch e = d // n (a fresh permutation per epoch). Batch s of rank r holds draws
-    (s·world + r)·bs … + bs − 1, so the position is just the number of batches consumed."""
-
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
-        self.n, self.bs, self.seed, self.rank, self.world = n, batch_size, seed, rank, world_size
-        self.consumed = 0
-
-    def _perm(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, 7, epoch]).permutation(self.n)
-
-    def batch(self, s: int) -> list:
-        first = (s * self.world + self.rank) * self.bs
-        return [(int(self._perm(d // self.n)[d % self.n]), d) for d in range(first, first + self.bs)]
-
-    def __iter__(self):
-        while True:
-            yield self.batch(self.consumed)
-            self.consumed += 1
-
-    def state_dict(self) -> dict:
-        return {"consumed": self.consumed}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.consumed = int(state["consumed"])
-
-
-class Position:
-    """Checkpointed data position: batches used by the training loop (the loader may prefetch)."""
-
-    def __init__(self):
-        self.used = 0
-
-    def state_dict(self) -> dict:
-        return {"used": self.used}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.used = int(state["used"])
 
 
 # ---- losses ------------------------------------------------------------------------------------------
@@ -283,7 +243,7 @@ def main(argv=None) -> int:
 
     from transformers import get_cosine_schedule_with_warmup
 
-    accelerator, out = make_accelerator(cfg)
+    accelerator, out = make_accelerator(cfg, gradient_accumulation_steps=cfg.optim.grad_accum)
 
     def say(msg: str) -> None:                      # a switched-off loss is said once
         if accelerator.is_main_process:
@@ -313,7 +273,7 @@ def main(argv=None) -> int:
         say(f"{data.dropped} clip(s) of {cfg.data.path} left out (no audio or no constant frame rate)")
     o = cfg.optim
     sampler = ClipSampler(len(data), o.batch_size, cfg.seed, accelerator.process_index, accelerator.num_processes)
-    position = Position()
+    position = DrawPosition(sampler)
 
     step_module = SpeechStep(speech, main_model, nets, weights, o.render_frames)
     opt = torch.optim.AdamW(speech.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
@@ -322,28 +282,33 @@ def main(argv=None) -> int:
     accelerator.register_for_checkpointing(position)
 
     step = begin_run(accelerator, cfg, out, "emoportraits-speech", {"max_steps": o.max_steps})
-    sampler.consumed = position.used
     # its own generator: building the loader's iterator must not consume the global RNG
     loader = DataLoader(data, batch_sampler=sampler, num_workers=cfg.num_workers, collate_fn=collate_clips,
                         generator=torch.Generator().manual_seed(cfg.seed))
     crash_at = crash_step()
     it = iter(loader)
     t0 = time.monotonic()
+    mean = LogMean()
     while step < o.max_steps:
         raw = next(it)
         position.used += 1
         batch = to_device(raw, accelerator.device)
         ratio = teacher_ratio(step, o.teacher_forcing_steps)
-        with accelerator.autocast():
-            total, logs = step_module(batch, ratio)
-        accelerator.backward(total)
-        if o.grad_clip:
-            accelerator.clip_grad_norm_(speech.parameters(), o.grad_clip)
-        opt.step()
+        with accelerator.accumulate(step_module):
+            with accelerator.autocast():
+                total, logs = step_module(batch, ratio)
+            accelerator.backward(total)
+            if o.grad_clip and accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(speech.parameters(), o.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        mean.add(dict(logs, frames=int(batch["images"].shape[1])))
+        if not accelerator.sync_gradients:
+            continue
         sched.step()
-        opt.zero_grad(set_to_none=True)
         step += 1
-        logs.update(teacher_ratio=ratio, lr=sched.get_last_lr()[0], frames=int(batch["images"].shape[1]))
+        logs = mean.reduce(accelerator)        # over the micro-batches and all ranks
+        logs.update(teacher_ratio=ratio, lr=sched.get_last_lr()[0])
         append_metrics(accelerator, out, step, logs)
         if accelerator.is_main_process and (step % cfg.log.log_every == 0 or step == o.max_steps):
             print(f"step {step}/{o.max_steps}: loss {logs['total']:.4f} "
