@@ -4,7 +4,6 @@
         [--frames-per-clip 32] [--stride 5] [--workers W] [--shard-size-mb 256] [--with-audio] [--part I/N]
     emoportraits prepare-data --merge --out DIR             (after all --part runs)
     emoportraits prepare-data --convert OLD_DIR --out DIR   (a folder of the old index.json layout)
-    emoportraits prepare-data --recipe hdtf|voxceleb2 …     (presets, see `recipes`)
     (or: python -m emoportraits.data.prepare …)
 
 The output is WebDataset tar shards, one sample per frame (layout: `emoportraits.data.wds`; folder
