@@ -259,7 +259,7 @@ class EmoPortraitsPipeline:
 
         image, xy = self.model.drive_with_flow(src.avatar, z=z, theta=theta)
         if src.photo is not None:
-            rendered, mask = src.photo.render(xy, image)
+            rendered, mask = src.photo.render(xy, image, with_mask=not opts.paste_back)
             if opts.paste_back:     # the photo render is the photo beyond the head: paste it whole
                 return paste_back(src.image, rendered, src.box, None, feather=opts.feather)
         else:

@@ -17,6 +17,8 @@ mask edge where the old head would show through as a ghost outline, and no seam 
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -38,13 +40,19 @@ def _upsampled_grid(delta_xy: torch.Tensor, size: int, reach: torch.Tensor | Non
     """Identity grid (1, S, S, 2) at pixel centres plus a (1, h, w, 2) displacement enlarged to S²
     (times ``reach`` (1, 1, S, S) when given); bilinear: the map is smooth at the volume's
     resolution and must stay monotone between voxels."""
-    c = _centres(size)
-    y, x = torch.meshgrid(c, c, indexing="ij")
     delta = F.interpolate(delta_xy.float().cpu().permute(0, 3, 1, 2), size=(size, size), mode="bilinear",
                           align_corners=False)
     if reach is not None:
         delta = delta * reach
-    return torch.stack([x, y], -1)[None] + delta.permute(0, 2, 3, 1)
+    return _identity(size) + delta.permute(0, 2, 3, 1)
+
+
+@functools.lru_cache(maxsize=8)
+def _identity(size: int) -> torch.Tensor:
+    """The identity grid (1, S, S, 2) at pixel centres (made once per size: it is every frame's base)."""
+    c = _centres(size)
+    y, x = torch.meshgrid(c, c, indexing="ij")
+    return torch.stack([x, y], -1)[None]
 
 
 def _reach(mask: torch.Tensor, grow: float = 0.06, work: int = 128) -> torch.Tensor:
@@ -103,8 +111,10 @@ class PhotoWarp:
                  residual: float = 1.0):
         self.size = int(crop.shape[0])
         self.mask = _as_float(np.asarray(mask, np.float32))
-        # photo and mask as one 4-channel image: one resampling pass moves both
+        # photo and mask as one 4-channel image: one resampling pass moves both (the mask only
+        # when asked for: pasted back, the whole crop is used)
         self.photo = torch.cat([_as_float(crop), self.mask], 1)
+        self.rgb = self.photo[:, :3].contiguous()
         self.reach = _reach(self.mask)
         self.reference_xy = reference_xy.float().cpu()
         self.residual = float(residual)
@@ -130,8 +140,10 @@ class PhotoWarp:
         # border padding: a pixel pulled from beyond the crop repeats its edge instead of turning black
         return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
-    def render(self, source_xy: torch.Tensor, render: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """One frame → (uint8 (S, S, 3) image of the whole crop, float (S, S) portrait mask, moved).
+    def render(self, source_xy: torch.Tensor, render: torch.Tensor | None = None, with_mask: bool = True
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+        """One frame → (uint8 (S, S, 3) image of the whole crop, float (S, S) portrait mask, moved,
+        or None without ``with_mask``).
 
         ``render``: the model's render of this frame (1, 3, s, s) in [0, 1], for the residual.
         The image is the photo outside the portrait's reach, so it can be pasted whole; the mask
@@ -139,9 +151,9 @@ class PhotoWarp:
         """
         delta = source_xy.float().cpu() - self.reference_xy
         grid = _upsampled_grid(delta, self.size, self.reach)
-        moved = self.warp(self.photo, grid)
-        image, mask = moved[:, :3], moved[:, 3:]
+        moved = self.warp(self.photo if with_mask else self.rgb, grid)
+        image, mask = moved[:, :3], (moved[:, 3:] if with_mask else None)
         if self.reference_render is not None and render is not None:
             image = image + self.residual * self._enlarge(self._change(render.float().cpu(), delta))
         out = image[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
-        return out, mask[0, 0].clamp(0, 1).numpy()
+        return out, None if mask is None else mask[0, 0].clamp(0, 1).numpy()
