@@ -51,7 +51,7 @@ def audio_clips(args, part: str) -> tuple[list[Path], str, str]:
     """(the clips that have audio, the ``part`` model folder, the Whisper id/folder) for ``args``."""
     from emoportraits.bundle import component_path
     from emoportraits.errors import EmoPortraitsError
-    from emoportraits.media.video import VIDEO_EXTENSIONS, has_audio
+    from emoportraits.media import VIDEO_EXTENSIONS, has_audio
     from emoportraits.metrics.protocols import list_files
 
     clips = [c for c in list_files(args.clips, VIDEO_EXTENSIONS, "videos") if has_audio(c)][:args.max_clips]

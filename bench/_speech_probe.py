@@ -39,7 +39,7 @@ def clip_arrays(main_dir: Path, whisper: str, data: Path, pca_path: Path) -> lis
     out = []
     for i in range(len(clips)):
         item = clips[i]
-        z = model.expression_encoder(item["images"], item["thetas"])
+        z = model.expression(item["images"], item["thetas"])
         header = clips.shards.header(item["clip"])
         samples = clips.read_audio(item["clip"])
         hop = float(header.get("audio_sample_rate", 16000)) / float(item["fps"])

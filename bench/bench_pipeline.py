@@ -62,12 +62,14 @@ def run_child(preset: str, driver: Path, frames: int | None, args) -> dict:
 
 def repeat_video(path: Path, times: int, out: Path) -> None:
     """The same clip `times` times in a row (stream copy, no re-encode)."""
-    import imageio_ffmpeg
+    from emoportraits.media import ffmpeg
 
     listing = out.with_suffix(".txt")
     listing.write_text("".join(f"file '{path.resolve()}'\n" for _ in range(times)))
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "concat", "-safe", "0",
-                    "-i", str(listing), "-c", "copy", str(out)], check=True)
+    rc, _, err = ffmpeg.run(["-y", "-loglevel", "error", "-f", "concat", "-safe", "0", "-i", str(listing),
+                             "-c", "copy", str(out)])
+    if rc != 0:
+        raise SystemExit(f"could not repeat {path.name}: {ffmpeg.reason(err)}")
 
 
 def main() -> None:

@@ -316,9 +316,8 @@ def main() -> None:
         if whisper is None and (work / "whisper").is_dir():
             whisper = str(work / "whisper")                  # the one built on an earlier run (--work-dir)
         elif whisper is None:
-            sys.path.insert(0, str(REPO / "tests"))
-            from helpers import tiny_whisper
-            tiny_whisper().save_pretrained(work / "whisper")
+            from emoportraits.audio import random_whisper      # the tests' tiny Whisper: random, 2 s windows
+            random_whisper(d_model=32, layers=1, heads=2, window_frames=100, seed=0).save_pretrained(work / "whisper")
             whisper = str(work / "whisper")
         fit = args.train_fraction * 2 / 3 if args.validate else args.train_fraction
         seg = (0.0, fit)

@@ -60,14 +60,14 @@ def evaluate(main_dir: Path, speech_dir: Path | None, whisper: str, data: Path, 
     errors, frames = [], 0
     for i in range(len(clips)):
         item = clips[i]
-        z = model.expression_encoder(item["images"], item["thetas"])            # (T, Z) teacher
+        z = model.expression(item["images"], item["thetas"])                     # (T, Z) teacher
         z_hat = speech(z[:1], item["audio"][None])[0] if speech else z[:1].expand_as(z)
         errors.append(float(pca_loss(z_hat[1:], z[1:], pca, n=8)) * (len(z) - 1))
         frames += len(z) - 1
     return {"pca_mouth_l1": sum(errors) / frames, "frames": frames, "sum": sum(errors)}
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--grid", default="1e-4:100,3e-4:100,1e-4:300,1e-3:50", metavar="LR:STEPS,…",
                    help="E_aud learning rates and step counts to choose from on the validation part "
@@ -82,7 +82,45 @@ def main() -> None:
                    help="do not train E_aud: print the loudness correlations and linear probes instead")
     p.add_argument("--work-dir", type=Path, help="keep everything here (default: a temporary folder)")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="more train_speech config overrides")
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def _prepare(split: dict[str, list[Path]], work: Path, frames_per_clip: int) -> None:
+    """``prepare-data --with-audio`` of each part's clips into ``work/<part>``."""
+    for name, vids in split.items():
+        if not vids:
+            continue
+        folder = work / f"{name}_videos"
+        for v in vids:
+            (folder / v.stem).mkdir(parents=True, exist_ok=True)
+            if not (folder / v.stem / v.name).exists():
+                (folder / v.stem / v.name).symlink_to(v.resolve())
+        run([sys.executable, "-m", "emoportraits", "prepare-data", "--videos", folder, "--out", work / name,
+             "--dataset-name", "voxceleb2", "--resolution", "64", "--frames-per-clip", frames_per_clip,
+             "--stride", "1", "--with-audio", "--quiet"])
+
+
+def _teacher_and_whisper(args: argparse.Namespace, work: Path) -> tuple[Path, str]:
+    """The main model (--main, the bundled demo, else a random tiny one) and its Whisper (--whisper, the
+    bundle's, else the tests' tiny random one: 2 s windows)."""
+    from emoportraits import EmoPortraits, EmoPortraitsConfig
+    from emoportraits.audio import random_whisper
+    from emoportraits.bundle import DEFAULT_MODEL, component_path
+
+    main_dir = args.main or (DEFAULT_MODEL if DEFAULT_MODEL.is_dir() else None)
+    if main_dir is None:
+        torch.manual_seed(0)
+        EmoPortraits(EmoPortraitsConfig.tiny()).save_pretrained(work / "main")
+        main_dir = work / "main"
+    whisper = args.whisper or component_path(main_dir, "whisper")
+    if whisper is None:
+        random_whisper(d_model=32, layers=1, heads=2, window_frames=100, seed=0).save_pretrained(work / "whisper")
+        whisper = str(work / "whisper")
+    return main_dir, whisper
+
+
+def main() -> None:
+    args = _arguments()
     try:
         grid = [(float(item.split(":")[0]), int(item.split(":")[1])) for item in args.grid.split(",")]
     except (ValueError, IndexError):
@@ -95,30 +133,8 @@ def main() -> None:
              "heldout": [v for v in videos if v.name.startswith(held)]}
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work_dir or Path(tmp)
-        for name, vids in split.items():
-            if not vids:
-                continue
-            folder = work / f"{name}_videos"
-            for v in vids:
-                (folder / v.stem).mkdir(parents=True, exist_ok=True)
-                if not (folder / v.stem / v.name).exists():
-                    (folder / v.stem / v.name).symlink_to(v.resolve())
-            run([sys.executable, "-m", "emoportraits", "prepare-data", "--videos", folder, "--out", work / name,
-                 "--dataset-name", "voxceleb2", "--resolution", "64", "--frames-per-clip", args.frames_per_clip,
-                 "--stride", "1", "--with-audio", "--quiet"])
-        from emoportraits import EmoPortraits, EmoPortraitsConfig
-        from emoportraits.bundle import DEFAULT_MODEL, component_path
-        main_dir = args.main or (DEFAULT_MODEL if DEFAULT_MODEL.is_dir() else None)
-        if main_dir is None:
-            torch.manual_seed(0)
-            EmoPortraits(EmoPortraitsConfig.tiny()).save_pretrained(work / "main")
-            main_dir = work / "main"
-        whisper = args.whisper or component_path(main_dir, "whisper")
-        if whisper is None:
-            sys.path.insert(0, str(REPO / "tests"))
-            from helpers import tiny_whisper
-            tiny_whisper().save_pretrained(work / "whisper")
-            whisper = str(work / "whisper")
+        _prepare(split, work, args.frames_per_clip)
+        main_dir, whisper = _teacher_and_whisper(args, work)
         run([sys.executable, REPO / "train" / "fit_mouth_pca.py", "--model", main_dir, "--data", work / "train",
              "--components", "8", "--out", work / "mouth_pca.safetensors", "--quiet",
              *(["--freeze-upper-face"] if args.freeze_upper_face else [])])

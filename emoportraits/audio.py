@@ -2,9 +2,8 @@
 features at 50 Hz → features aligned to video frames.
 
 ``load_audio``
-    Decodes any audio file, or the audio track of a video, with the ffmpeg binary of imageio-ffmpeg
-    (downmixed to mono with ffmpeg's rematrix normalised to gain ≤ 1: stereo → (L + R) / 2, never
-    clipping; resampled to 16 kHz by ffmpeg's resampler) into float32 samples in [-1, 1].
+    Decodes any audio file, or the audio track of a video, into float32 mono samples in [-1, 1] at
+    16 kHz: ``emoportraits.media.audio``'s, re-exported here for the speech callers.
 
 ``WhisperFeatures``
     A frozen Whisper encoder. Whisper's encoder only takes windows of exactly
@@ -35,77 +34,19 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
-from pathlib import Path
 
-import imageio_ffmpeg
 import numpy as np
 import torch
 
-from .errors import MediaError
-from .media.image import _name
+from .media.audio import load_audio, resample
 from .windows import window_weights
+
+__all__ = ["SAMPLE_RATE", "WHISPER_HZ", "load_audio", "WhisperFeatures", "random_whisper", "n_frames_for",
+           "align_to_frames"]
 
 SAMPLE_RATE = 16000          # Whisper's sampling rate
 WHISPER_HZ = 50              # encoder output frames per second (hop 160 samples, conv stride 2)
 SAMPLES_PER_FRAME = SAMPLE_RATE // WHISPER_HZ     # 320
-
-
-# ---- decoding ------------------------------------------------------------------------------------
-
-def _ffmpeg(args: list[str], data: bytes | None = None) -> tuple[int, bytes, str]:
-    res = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", *args],
-                         input=data, stdin=None if data is not None else subprocess.DEVNULL, capture_output=True)
-    return res.returncode, res.stdout, res.stderr.decode("utf-8", "replace")
-
-
-def _one_line(stderr: str) -> str:
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    text = lines[-1] if lines else "ffmpeg failed"
-    return text if len(text) <= 120 else text[:117] + "…"
-
-
-def load_audio(path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """The first audio stream of an audio or video file as float32 mono samples in [-1, 1] at
-    ``sample_rate`` (decoded, downmixed and resampled by ffmpeg). Raises ``MediaError`` when the
-    file does not exist, cannot be read as audio, or has no audio track."""
-    if int(sample_rate) != sample_rate or sample_rate <= 0:
-        raise ValueError(f"sample_rate must be a positive integer, got {sample_rate}")
-    p = Path(path)
-    if not p.exists():
-        raise MediaError(f"{path}: no such file; check the path")
-    if p.is_dir():
-        raise MediaError(f"{path}: is a folder, not an audio or video file; pass the path of a file")
-    # Default log level: the input's header (its streams) is on stderr, the samples on stdout.
-    rc, out, err = _ffmpeg(["-i", "file:" + os.fspath(p), "-map", "0:a:0", "-vn", "-sn", "-dn",
-                            "-rematrix_maxval", "1.0", "-ac", "1",
-                            "-ar", str(int(sample_rate)), "-f", "f32le", "-c:a", "pcm_f32le", "pipe:1"])
-    if "Input #0" not in err:
-        raise MediaError(f"{_name(p)}: could not be read as audio ({_one_line(err)}); "
-                         f"pass an audio file (wav, mp3, m4a, flac, ogg …) or a video with sound")
-    header = err.split("Input #0", 1)[1].split("Stream mapping:", 1)[0]
-    if "Audio:" not in header:
-        raise MediaError(f"{_name(p)}: has no audio track; pass a video or audio file with sound")
-    if rc != 0:
-        raise MediaError(f"{_name(p)}: could not be read as audio ({_one_line(err)}); "
-                         f"re-encode the file (e.g. to wav)")
-    audio = np.frombuffer(out, dtype="<f4").astype(np.float32)
-    if audio.size == 0:
-        raise MediaError(f"{_name(p)}: could not be read as audio (the audio track is empty)")
-    return np.clip(audio, -1.0, 1.0)
-
-
-def resample(audio: np.ndarray, sample_rate: int, target: int = SAMPLE_RATE) -> np.ndarray:
-    """Resample mono float32 samples with ffmpeg's resampler (the one ``load_audio`` uses)."""
-    audio = np.ascontiguousarray(audio, dtype="<f4")
-    if int(sample_rate) == int(target):
-        return audio.astype(np.float32)
-    rc, out, err = _ffmpeg(["-f", "f32le", "-ar", str(int(sample_rate)), "-ac", "1", "-i", "pipe:0",
-                            "-ar", str(int(target)), "-f", "f32le", "-c:a", "pcm_f32le", "pipe:1"],
-                           data=audio.tobytes())
-    if rc != 0:
-        raise RuntimeError(f"resampling {sample_rate} Hz → {target} Hz failed: {_one_line(err)}")
-    return np.frombuffer(out, dtype="<f4").astype(np.float32)
 
 
 # ---- Whisper encoder -----------------------------------------------------------------------------

@@ -18,18 +18,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .download import OFFICIAL_NAME, cached_official, ensure_official
 from .errors import EmoPortraitsError
+from .models.hub import NAME_RESOLVERS
 
 COMPONENTS = ("speech", "pose", "whisper")
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "default-model"
-OFFICIAL_NAME = "official"       # the short name of the authors' released model (emoportraits/download.py)
 
 
 def default_model() -> str:
     """``$EMOPORTRAITS_MODEL``, else the official model when it is cached, else the bundled demo
     checkpoint; an error when none exists."""
-    from .download import cached_official
-
     env = os.environ.get("EMOPORTRAITS_MODEL")
     if env:
         return env
@@ -51,9 +50,11 @@ def resolve_model(name):
     offline); any other name is returned unchanged."""
     if not is_official(name):
         return name
-    from .download import ensure_official
-
     return str(ensure_official())
+
+
+# `EmoPortraits.from_pretrained("official")` resolves through this module (the models cannot import it)
+NAME_RESOLVERS.append(resolve_model)
 
 
 def looks_local(name: str) -> bool:
@@ -68,8 +69,6 @@ def component_path(model: str | os.PathLike, component: str) -> str | None:
     if component not in COMPONENTS:
         raise ValueError(f"component must be one of {COMPONENTS}, got {component!r}")
     if is_official(model):           # a part of the released model: only if it is cached (it ships none)
-        from .download import cached_official
-
         model = cached_official()
         if model is None:
             return None

@@ -454,7 +454,8 @@ def run_command(func, args: argparse.Namespace, prog: str, interrupted: str = "i
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         return 130
-    except (EmoPortraitsError, ValueError, FileNotFoundError, OSError) as e:
+    # ImportError: an optional dependency the command needs, its message naming the extra to install
+    except (EmoPortraitsError, ValueError, FileNotFoundError, OSError, ImportError) as e:
         if os.environ.get("EMOPORTRAITS_DEBUG"):
             raise
         print(f"{prog}: error: {e}", file=sys.stderr)

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import torch
 
 from .errors import EmoPortraitsError
 from .models.geometry import identity_grid_2d, identity_grid_3d
 from .models.resnet import IMAGENET_MEAN, IMAGENET_STD
+from .state_dict import load_strict, read_state_dict
 
 # Official entries that no inference or training path of ours reads.
 UNUSED_OFFICIAL_KEYS = {
@@ -171,38 +171,11 @@ def convert_official_state_dict(generator_sd: dict[str, torch.Tensor],
     return out
 
 
-def _unwrap(obj, path) -> dict[str, torch.Tensor]:
-    if isinstance(obj, dict) and len(obj) == 1 and next(iter(obj)) in ("state_dict", "model"):
-        obj = next(iter(obj.values()))
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise EmoPortraitsError(f"{path} is not a plain state_dict (name → tensor)")
-    return obj
-
-
-def read_state_dict(file, label) -> dict[str, torch.Tensor]:
-    """A plain state_dict from a path or a binary file object, read with ``torch.load(weights_only=True)``
-    (foreign checkpoints must not run code); ``label`` names it in errors."""
-    try:
-        return _unwrap(torch.load(file, map_location="cpu", weights_only=True), label)
-    except EmoPortraitsError:
-        raise
-    except Exception as e:  # pickle errors, truncated files, foreign objects; their first line says which
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise EmoPortraitsError(f"{label} could not be read as a PyTorch checkpoint "
-                                f"(weights_only=True): {first}") from None
-
-
 def load_official_checkpoint(checkpoint: str | os.PathLike,
                              head_pose: str | os.PathLike | None = None) -> dict[str, torch.Tensor]:
     """Read the authors' ``*_model.pth`` (+ ``head_pose_regressor.pth``) safely and convert them."""
-    return convert_official_state_dict(_read_file(checkpoint), _read_file(head_pose) if head_pose else None)
-
-
-def _read_file(path) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise EmoPortraitsError(f"{path}: no such file")
-    return read_state_dict(path, path)
+    return convert_official_state_dict(read_state_dict(checkpoint),
+                                       read_state_dict(head_pose) if head_pose else None)
 
 
 def model_from_official(generator_sd: dict[str, torch.Tensor], head_pose_sd: dict[str, torch.Tensor] | None, *,
@@ -210,23 +183,21 @@ def model_from_official(generator_sd: dict[str, torch.Tensor], head_pose_sd: dic
     """An ``EmoPortraits`` of ``preset`` holding the converted official weights, loaded strictly (a missing
     or unexpected key is an error that names it). ``notes`` go to ``config.extra`` (and the model card)."""
     from .config import EmoPortraitsConfig
-    from .errors import check_state_dict
     from .models import EmoPortraits
 
     state = convert_official_state_dict(generator_sd, head_pose_sd)
     config = EmoPortraitsConfig.preset(preset)
     config.extra.update(preset=preset, **notes)
     model = EmoPortraits(config)
-    check_state_dict({k: v.shape for k, v in model.state_dict().items()}, state, source)
-    model.load_state_dict(state, strict=True)
-    return model
+    return load_strict(model, state, source)
 
 
 def convert_to_pretrained(checkpoint, head_pose, out_dir, *, preset: str = "released",
                           push_to_hub: str | None = None):
     """Convert the official files and write a ``from_pretrained`` folder (optionally push it)."""
     model = model_from_official(
-        _read_file(checkpoint), _read_file(head_pose), preset=preset, source=f"converted checkpoint {checkpoint}",
+        read_state_dict(checkpoint), read_state_dict(head_pose), preset=preset,
+        source=f"converted checkpoint {checkpoint}",
         license="other",
         weights_note="converted from the authors' released checkpoint (github.com/neeek2303/EMOPortraits); "
                      "the weights keep the authors' licence terms.")

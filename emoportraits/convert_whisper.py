@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import EmoPortraitsError, check_state_dict
+from .errors import EmoPortraitsError
+from .state_dict import load_strict
 
 BINARY_VERSION = 6
 _DTYPES = {0: np.dtype("<f4"), 1: np.dtype("i1"), 2: np.dtype("<i2"), 3: np.dtype("<i4"),
@@ -319,8 +320,8 @@ def whisper_from_ctranslate2(folder):
     for the special token ids). Every variable must be understood and every parameter filled."""
     try:
         from transformers import WhisperModel
-    except ImportError as e:       # transformers is in the [train] extra
-        raise ImportError("converting Whisper needs transformers: pip install 'emoportraits[train]'") from e
+    except ImportError as e:       # transformers is in the [speech] extra (and [app], [train])
+        raise ImportError("converting Whisper needs transformers: pip install 'emoportraits[speech]'") from e
     folder = Path(folder)
     arrays, meta = read_ctranslate2(folder)
     if meta["spec"] != "WhisperSpec":
@@ -335,8 +336,7 @@ def whisper_from_ctranslate2(folder):
     # built on the meta device: no time spent on a random initialisation that is overwritten anyway
     with torch.device("meta"):
         model = WhisperModel(config)
-    check_state_dict({k: t.shape for k, t in model.state_dict().items()}, state, f"converted {meta['path']}")
-    model.load_state_dict(state, strict=True, assign=True)
+    load_strict(model, state, f"converted {meta['path']}", assign=True)
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:
         raise EmoPortraitsError(f"converting {meta['path']} left {left[:5]} unset")

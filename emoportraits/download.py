@@ -25,11 +25,12 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from .bundle import OFFICIAL_NAME
 from .errors import DownloadError, EmoPortraitsError
 from .fetch import download_file, gdrive_download, is_disk_full
 from .release_card import write_card
 from .release_files import OFFICIAL_EXPERIMENT
+
+OFFICIAL_NAME = "official"       # the short name of the authors' released model (``bundle.resolve_model``)
 
 # The authors' public folders, as their README gives them (github.com/neeek2303/EMOPortraits, commit
 # 7cb8641, "Downloading Pre-trained Models and Dependencies"). Not reachable from where this was written:

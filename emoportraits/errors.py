@@ -9,7 +9,7 @@ class EmoPortraitsError(Exception):
 class WeightsMismatchError(EmoPortraitsError, RuntimeError):
     """A checkpoint's tensors do not match the model: missing, unexpected or wrongly shaped keys."""
 
-    def __init__(self, source: str, missing=(), unexpected=(), wrong_shape=()):
+    def __init__(self, source: str, missing=(), unexpected=(), wrong_shape=(), layout: str | None = None):
         self.missing, self.unexpected, self.wrong_shape = list(missing), list(unexpected), list(wrong_shape)
         parts = []
         if self.missing:
@@ -18,24 +18,15 @@ class WeightsMismatchError(EmoPortraitsError, RuntimeError):
             parts.append(f"unexpected keys {_short(self.unexpected)}")
         if self.wrong_shape:
             parts.append("wrong shapes " + _short([f"{k}: {a} != {b}" for k, a, b in self.wrong_shape]))
-        super().__init__(f"{source} does not match the model: " + "; ".join(parts)
-                         + ". Was it saved for another configuration (config.json) or edited?")
+        # the hint: the key layout the module expects (a foreign network's file), else the usual cause
+        hint = f"Expected layout: {layout}" if layout else "Was it saved for another configuration (config.json) or edited?"
+        super().__init__(f"{source} does not match the model: " + "; ".join(parts) + ". " + hint)
 
 
 def _short(items: list, limit: int = 12) -> str:
     shown = ", ".join(str(i) for i in items[:limit])
     more = f" … and {len(items) - limit} more" if len(items) > limit else ""
     return f"[{shown}{more}]"
-
-
-def check_state_dict(model_keys: dict, loaded: dict, source: str) -> None:
-    """Strict key and shape check of ``loaded`` against ``model_keys`` (name → shape)."""
-    missing = sorted(set(model_keys) - set(loaded))
-    unexpected = sorted(set(loaded) - set(model_keys))
-    wrong = sorted((k, tuple(loaded[k].shape), tuple(model_keys[k])) for k in set(model_keys) & set(loaded)
-                   if tuple(loaded[k].shape) != tuple(model_keys[k]))
-    if missing or unexpected or wrong:
-        raise WeightsMismatchError(source, missing, unexpected, wrong)
 
 
 class MediaError(EmoPortraitsError, ValueError):

@@ -21,7 +21,7 @@ import torch
 from .bundle import looks_local
 from .errors import EmoPortraitsError, MediaError
 from .models import Avatar, EmoPortraits
-from .models.geometry import pose9_from_raw9, theta_from_raw9
+from .models.geometry import pose9_from_raw9
 
 logger = logging.getLogger("emoportraits")
 PathLike = Union[str, os.PathLike]
@@ -194,7 +194,7 @@ class EmoPortraitsPipeline:
         if source.landmarks is not None:
             raw9 = torch.from_numpy(fit_pose(source.landmarks))
         else:
-            raw9 = self.model.head_pose_net.raw(self._to_tensor(source.crop[None]))[0].float().cpu()
+            raw9 = self.model.head_pose_raw(self._to_tensor(source.crop[None]))[0].cpu()
         return pose9_from_raw9(raw9)
 
     def initial_pose_for(self, source: PreparedSource, pose_model) -> torch.Tensor | None:
@@ -210,6 +210,9 @@ class EmoPortraitsPipeline:
 
         size = self.model.config.image_size
         box_filter, pose_filter = BoxSmoother(opts.smooth), PoseSmoother(opts.smooth)
+
+        def smooth(raw: torch.Tensor) -> torch.Tensor:      # the head-pose numbers, over the frames
+            return torch.as_tensor(pose_filter.update(raw[0].cpu().numpy()), device=raw.device)[None]
         box = None
         missed = 0
         for index, frame in enumerate(frames):
@@ -223,12 +226,7 @@ class EmoPortraitsPipeline:
                                      f"from its first frame")
                 else:
                     missed += 1      # keep the last box: a brief occlusion must not end the video
-            x = self._to_tensor(crop(frame, box, size)[None])
-            raw = self.model.head_pose_net.raw(x)
-            raw = torch.as_tensor(pose_filter.update(raw[0].float().cpu().numpy()), device=raw.device)[None]
-            theta = theta_from_raw9(raw)
-            z = self.model.expression_encoder(x, theta)
-            yield theta, z
+            yield self.model.motion(self._to_tensor(crop(frame, box, size)[None]), pose_filter=smooth)
         if missed:
             logger.info("%s: no face in %d frame(s); the previous crop was reused", name, missed)
 
@@ -391,8 +389,8 @@ class EmoPortraitsPipeline:
         if pose == "generated":
             from .poses import generate_poses
 
-            motion = generate_poses(pose_model.to(device), _Precomputed(whisper, features), samples, fps=fps,
-                                    seed=pose_seed, temperature=pose_temperature, n_frames=n,
+            motion = generate_poses(pose_model.to(device), whisper, samples, fps=fps, seed=pose_seed,
+                                    temperature=pose_temperature, n_frames=n, features=features,
                                     initial_pose=self.initial_pose_for(src, pose_model))
             poses = iter(motion.theta(src.avatar.theta)[:, None])     # θ_s · M_t, one (1, 4, 4) per frame
         else:
@@ -482,17 +480,6 @@ class MotionCheck:
         if self.threshold > 0 and self.frames > 1 and self.largest < self.threshold:
             raise MediaError(f"{self.name}: the portrait was not animated (its face changed by at most "
                              f"{self.largest:.2f}/255 over {self.frames} frames; {hint}); nothing was written")
-
-
-class _Precomputed:
-    """A `WhisperFeatures` stand-in returning features already computed for the same samples (the
-    speech and pose models share one Whisper pass)."""
-
-    def __init__(self, whisper, features: torch.Tensor):
-        self.dim, self.features, self.whisper = whisper.dim, features, whisper
-
-    def __call__(self, samples, sample_rate: int = 16000) -> torch.Tensor:
-        return self.features
 
 
 def _options(options: ReenactOptions | None, overrides: dict, caller: str) -> ReenactOptions:

@@ -131,7 +131,8 @@ class PoseSequence:
 
 @torch.inference_mode()
 def generate_poses(pose_model, whisper, audio, fps: float = 25.0, seed: int | None = None,
-                   temperature: float = 1.0, n_frames: int | None = None, initial_pose=None) -> PoseSequence:
+                   temperature: float = 1.0, n_frames: int | None = None, initial_pose=None, *,
+                   features: torch.Tensor | None = None) -> PoseSequence:
     """Head motion for ``audio`` at ``fps``: one pose per video frame, round(seconds · fps) frames
     (or ``n_frames``), the first one the identity.
 
@@ -142,7 +143,9 @@ def generate_poses(pose_model, whisper, audio, fps: float = 25.0, seed: int | No
     head pose (9,) (6D rotation + translation in the labels' canonical frame:
     ``EmoPortraitsPipeline.source_pose9`` of the prepared portrait, or ``initial_pose_for``, which gives
     None to a model without that input) for a model trained with it (``config.initial_pose``); None: a
-    frontal, centred head.
+    frontal, centred head. ``features``: the Whisper features (N, D) of ``audio`` when they are already
+    computed (``speak`` shares one Whisper pass between the speech and the pose model); ``whisper`` is
+    then not used and may be None.
     """
     from .audio import SAMPLE_RATE, WhisperFeatures, align_to_frames, load_audio, n_frames_for
 
@@ -154,14 +157,19 @@ def generate_poses(pose_model, whisper, audio, fps: float = 25.0, seed: int | No
     n = n_frames_for(len(samples) / SAMPLE_RATE, fps) if n_frames is None else int(n_frames)
     if n < 1:
         raise MediaError(f"{audio if isinstance(audio, (str, Path)) else 'the audio'}: shorter than one video frame")
-    if isinstance(whisper, (str, os.PathLike)):
-        whisper = WhisperFeatures(whisper)
+    if features is None:
+        if whisper is None:
+            raise ValueError("generate_poses needs a Whisper model (whisper=) or its features of the audio (features=)")
+        if isinstance(whisper, (str, os.PathLike)):
+            whisper = WhisperFeatures(whisper)
+    dim = whisper.dim if features is None else features.shape[-1]
     cfg = pose_model.config
-    if whisper.dim != cfg.audio_dim:
-        raise ValueError(f"the Whisper model gives {whisper.dim}-d features but the pose model expects "
+    if dim != cfg.audio_dim:
+        raise ValueError(f"the Whisper model gives {dim}-d features but the pose model expects "
                          f"{cfg.audio_dim}; pass the Whisper model it was trained with")
     device = next(pose_model.parameters()).device
-    aligned = align_to_frames(whisper(samples), n, fps, k=cfg.audio_frames_per_step)[None].to(device)
+    features = whisper(samples) if features is None else features
+    aligned = align_to_frames(features, n, fps, k=cfg.audio_frames_per_step)[None].to(device)
     gen = torch.Generator().manual_seed(int(seed)) if seed is not None else None
     noise = pose_model.make_noise(1, n, temperature, gen, device)
     init = None if initial_pose is None else torch.as_tensor(np.asarray(initial_pose, np.float32)).reshape(1, 9)

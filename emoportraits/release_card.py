@@ -10,6 +10,8 @@ import datetime
 import json
 from pathlib import Path
 
+from .version import __version__
+
 AUTHORS_REPOSITORY = "https://github.com/neeek2303/EMOPortraits"
 LICENSE_ID = "cc-by-nc-sa-4.0"
 LICENSE_URL = "https://creativecommons.org/licenses/by-nc-sa/4.0/"
@@ -59,8 +61,6 @@ def card_sections(provenance: dict) -> str:
 
 def write_card(folder: Path, provenance: dict) -> None:
     """Complete ``provenance`` (package version, date), append the sections to README.md, save the JSON."""
-    from . import __version__
-
     record = {"emoportraits": __version__,
               "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "authors_repository": AUTHORS_REPOSITORY, "license": LICENSE_ID, "license_text": AUTHORS_LICENSE,

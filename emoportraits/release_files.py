@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .errors import EmoPortraitsError
 from .fetch import looks_like_html
+from .state_dict import read_state_dict
 
 # the experiment the authors' README (neeek2303/EMOPortraits, "Note 4: Model Weights") names as released
 OFFICIAL_EXPERIMENT = "Retrain_with_17_V1_New_rand_MM_SEC_4_drop_02_stm_10_CV_05_1_1"
@@ -59,8 +60,6 @@ def _describe(state_dict: dict) -> str:
 
 
 def _read_checkpoint(data: bytes, label: str) -> Part:
-    from .convert import read_state_dict
-
     return Part(read_state_dict(io.BytesIO(data), label), Path(), None, hashlib.sha256(data).hexdigest())
 
 

@@ -64,9 +64,9 @@ def write_video(path: Path, n: int = 10, fps: float = 25, frames: list[np.ndarra
 
 def write_vfr_video(path: Path) -> Path:
     """1 s at 25 fps followed by 1 s at 10 fps, timestamps kept: a variable frame rate."""
-    from emoportraits.media.video import _sync_flags
+    from emoportraits.media.ffmpeg import sync_flags
     ffmpeg("-f", "lavfi", "-i", "testsrc=s=64x48:r=25:d=1", "-f", "lavfi", "-i", "testsrc=s=64x48:r=10:d=1",
-           "-filter_complex", "[0:v][1:v]concat=n=2:v=1[v]", "-map", "[v]", *_sync_flags("vfr"),
+           "-filter_complex", "[0:v][1:v]concat=n=2:v=1[v]", "-map", "[v]", *sync_flags("vfr"),
            "-pix_fmt", "yuv420p", "-c:v", "libx264", path)
     return path
 

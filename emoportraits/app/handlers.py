@@ -10,16 +10,17 @@ import functools
 import logging
 import random
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import gradio as gr
-import imageio_ffmpeg
 import numpy as np
 
 from ..errors import EmoPortraitsError, MediaError
+from ..media import is_video_path, load_audio, load_image, probe_video, save_image, to_constant_rate
+from ..pipelines import ReenactOptions
+from ..poses import generate_poses
 from .loading import AppModels, Limits
 
 logger = logging.getLogger("emoportraits")
@@ -75,8 +76,6 @@ class Handlers:
         return Path(tempfile.mkdtemp(dir=self.workdir))
 
     def _portrait(self, path, what: str = "portrait") -> np.ndarray:
-        from ..media.image import load_image
-
         if not path:
             raise gr.Error(f"Upload a {what} photo first.", print_exception=False)
         image = load_image(path)
@@ -88,8 +87,6 @@ class Handlers:
         return image
 
     def _audio_seconds(self, path) -> float:
-        from ..audio import load_audio
-
         if not path:
             raise gr.Error("Upload or record some speech first.", print_exception=False)
         seconds = len(load_audio(path)) / 16000
@@ -101,8 +98,6 @@ class Handlers:
 
     def _video(self, path, what: str):
         """A probed driving video; a variable-frame-rate one (webcam recordings) is resampled first."""
-        from ..media.video import is_video_path, probe_video
-
         if not is_video_path(path):
             raise MediaError(f"{Path(path).name}: the {what} must be a video (mp4, mov, webm, …)")
         try:
@@ -110,13 +105,7 @@ class Handlers:
         except MediaError as e:
             if "variable frame rate" not in str(e):
                 raise
-        fixed = self._outdir() / (Path(path).stem + "_cfr.mp4")
-        res = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
-                              "-i", str(path), "-vf", f"fps={FPS:g}", "-c:v", "libx264", "-pix_fmt", "yuv420p",
-                              "-c:a", "aac", str(fixed)], capture_output=True, stdin=subprocess.DEVNULL)
-        if res.returncode != 0:
-            raise MediaError(f"{Path(path).name}: the {what} could not be converted to a constant frame rate")
-        return probe_video(fixed)
+        return probe_video(to_constant_rate(path, self._outdir() / (Path(path).stem + "_cfr.mp4"), FPS))
 
     def _need(self, *parts: str) -> None:
         reason = self.models.why_not(*parts)
@@ -127,8 +116,6 @@ class Handlers:
     def reenact(self, source, driver_video, driver_image, mode, paste_back, expression_scale, smooth,
                 max_seconds, progress=gr.Progress()):
         """Portrait + driving video (→ mp4) or image (→ png). Returns (video, image, message)."""
-        from ..media.image import save_image
-        from ..pipelines import ReenactOptions
 
         image = self._portrait(source)
         if not driver_video and not driver_image:
@@ -180,8 +167,6 @@ class Handlers:
         """Speech → head-pose sequence: plot, json + npy files, optionally a video of the portrait.
         Returns (plot, files, video, message)."""
         self._need("pose", "whisper")
-        from ..poses import generate_poses
-
         seconds = self._audio_seconds(audio)
         # a random draw gets a seed of its own, so the rendered video moves exactly as plotted
         seed = random.randrange(2**31) if seed is None or seed == "" or int(seed) < 0 else int(seed)

@@ -12,8 +12,7 @@ from .config import LossNetworks, LossWeights, build_loss_networks
 from .contrastive import cosface_batch, cosface_loss, source_driver_mismatch_loss
 from .gaze import RT_GENE_IGNORED_PREFIXES, GazeFeatureLoss, GazeVGG16Features
 from .perceptual import (VGG19_CLASSIFIER_KEYS, VGGFACE_FC_KEYS, FacePerceptualLoss, LossNetworkWeightsError,
-                         PerceptualLoss, VGG19Features, VGGFaceFeatures, crop_regions, load_state_strict,
-                         normalize_input)
+                         PerceptualLoss, VGG19Features, VGGFaceFeatures, crop_regions, normalize_input)
 from .pca import MouthPCA, fit_pca, latent_auc, pca_loss
 from .regions import CELEBAMASK_REGIONS, RegionL1Loss
 from .volume import canonical_volume_loss
@@ -23,7 +22,7 @@ __all__ = [
     "LossNetworks", "LossWeights", "PerceptualLoss", "RT_GENE_IGNORED_PREFIXES", "RegionL1Loss",
     "VGG19Features", "VGG19_CLASSIFIER_KEYS", "VGGFACE_FC_KEYS", "VGGFaceFeatures", "build_loss_networks",
     "canonical_volume_loss", "cosface_batch", "cosface_loss", "crop_regions", "d_hinge_loss",
-    "feature_matching_loss", "g_hinge_loss", "load_state_strict", "normalize_input",
+    "feature_matching_loss", "g_hinge_loss", "normalize_input",
     "source_driver_mismatch_loss", "split_outputs",
     "MouthPCA", "fit_pca", "latent_auc", "pca_loss",
 ]

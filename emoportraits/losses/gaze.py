@@ -23,7 +23,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .perceptual import PerceptualLoss, _TorchvisionVGG, crop_regions, load_state_strict
+from ..models.feature_trunks import VGG16, TapTrunk
+from ..state_dict import load_strict
+from .perceptual import PerceptualLoss, crop_regions
 
 __all__ = ["GazeFeatureLoss", "GazeVGG16Features", "RT_GENE_IGNORED_PREFIXES"]
 
@@ -31,11 +33,11 @@ __all__ = ["GazeFeatureLoss", "GazeVGG16Features", "RT_GENE_IGNORED_PREFIXES"]
 RT_GENE_IGNORED_PREFIXES = ("right_features.", "left_features.31.", "xl.", "xr.", "concat.", "fc.")
 
 
-class GazeVGG16Features(_TorchvisionVGG):
+class GazeVGG16Features(TapTrunk):
     """VGG-16 conv trunk (torchvision layout); returns [relu1_1, relu2_1, relu3_1, relu4_1, relu5_1]."""
 
-    CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
-    TAPS = (1, 6, 11, 18, 25)
+    def __init__(self):
+        super().__init__(VGG16, taps=(1, 6, 11, 18, 25))
 
     @classmethod
     def from_file(cls, path: str | Path, prefix: str = "features.",
@@ -43,8 +45,8 @@ class GazeVGG16Features(_TorchvisionVGG):
         """Keys ``{prefix}{i}.weight|bias`` for the 13 convs; keys under ``ignore_prefixes`` are skipped."""
         def rename(key: str) -> str:
             return "features." + key[len(prefix):] if key.startswith(prefix) else key
-        return load_state_strict(cls(), path, ignored_prefixes=tuple(ignore_prefixes), rename=rename,
-                                 layout=f"VGG-16 trunk: {prefix}{{0,2,5,...,28}}.weight/bias")
+        return load_strict(cls(), path, f"GazeVGG16Features file {path}", ignored_prefixes=tuple(ignore_prefixes),
+                           rename=rename, layout=f"VGG-16 trunk: {prefix}{{0,2,5,...,28}}.weight/bias").eval()
 
 
 class GazeFeatureLoss(nn.Module):

@@ -21,7 +21,7 @@ The networks themselves do not normalise, so they reproduce the original models 
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -29,9 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import WeightsMismatchError
+from ..models.feature_trunks import VGG19, TapTrunk
+from ..state_dict import load_strict
 
 __all__ = ["VGG19Features", "VGGFaceFeatures", "PerceptualLoss", "FacePerceptualLoss", "crop_regions",
-           "normalize_input", "load_state_strict", "LossNetworkWeightsError", "VGG19_CLASSIFIER_KEYS",
+           "normalize_input", "LossNetworkWeightsError", "VGG19_CLASSIFIER_KEYS",
            "VGGFACE_FC_KEYS"]
 
 _NORMS = {  # (mean, std) applied to RGB in [0, 1]
@@ -50,102 +52,30 @@ def normalize_input(x: torch.Tensor, mode: str | None) -> torch.Tensor:
     return (x - mean) / std
 
 
-# --------------------------------------------------------------------------------- weight files
-class LossNetworkWeightsError(WeightsMismatchError):
-    """A loss network's weight file has missing/unexpected/mis-shaped keys."""
-
-    def __init__(self, source, missing=(), unexpected=(), wrong_shape=(), layout: str = ""):
-        super().__init__(source, missing, unexpected, wrong_shape)
-        # replace the generic hint about config.json with the layout this network expects
-        self.args = (str(self).split(". Was it saved")[0] + f". Expected layout: {layout}",)
-
-
-def load_state_strict(module: nn.Module, path: str | Path, *, ignored: Iterable[str] = (),
-                      ignored_prefixes: Sequence[str] = (), rename: Callable[[str], str] | None = None,
-                      layout: str = "") -> nn.Module:
-    """Load ``path`` (``torch.load(weights_only=True)``) into ``module``, every key accounted for.
-
-    Keys in ``ignored`` (exact names) or starting with ``ignored_prefixes`` are dropped on purpose;
-    ``rename`` maps a file key to the module's key. Anything else that does not match is an error
-    naming the keys — a wrong file must never load half-way.
-    """
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):  # Lightning-style wrapper
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise LossNetworkWeightsError(f"{path}", unexpected=[f"<{type(state).__name__}, not a state dict>"],
-                                      layout=layout)
-    ignored, expected = set(ignored), module.state_dict()
-    mapped, unexpected, wrong, seen = {}, [], [], set()
-    for key, value in state.items():
-        if key in ignored or key.startswith(tuple(ignored_prefixes)):
-            continue
-        name = rename(key) if rename else key
-        if name not in expected or not isinstance(value, torch.Tensor):
-            unexpected.append(key)
-            continue
-        seen.add(name)
-        if tuple(value.shape) != tuple(expected[name].shape):
-            wrong.append((key, tuple(value.shape), tuple(expected[name].shape)))
-        else:
-            mapped[name] = value
-    missing = [k for k in expected if k not in seen]
-    if missing or unexpected or wrong:
-        raise LossNetworkWeightsError(f"{type(module).__name__} file {path}", missing, unexpected, wrong, layout)
-    module.load_state_dict(mapped, strict=True)
-    return module.eval()
-
-
 # --------------------------------------------------------------------------------- networks
-def _vgg_layers(cfg: Sequence[int | str]) -> nn.Sequential:
-    """torchvision's VGG ``features``: 3×3 conv (pad 1) + ReLU per number, 2×2 max-pool per "M"."""
-    layers, cin = [], 3
-    for v in cfg:
-        if v == "M":
-            layers.append(nn.MaxPool2d(2, 2))
-        else:
-            layers += [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU()]  # not inplace: we return the maps
-            cin = v
-    return nn.Sequential(*layers)
+# One error for every weight file that does not fit its network (`state_dict.load_strict`); the losses'
+# name for it, kept for their callers.
+LossNetworkWeightsError = WeightsMismatchError
 
 
-class _TorchvisionVGG(nn.Module):
-    CFG: tuple = ()
-    TAPS: tuple[int, ...] = ()   # indices in ``features`` whose outputs are returned
-
-    def __init__(self):
-        super().__init__()
-        self.features = _vgg_layers(self.CFG)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        out = []
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in self.TAPS:
-                out.append(x)
-                if len(out) == len(self.TAPS):
-                    break   # deeper layers are loaded (strict files) but never needed
-        return out
-
-
-class VGG19Features(_TorchvisionVGG):
+class VGG19Features(TapTrunk):
     """torchvision ``vgg19().features``; returns [relu1_1, relu2_1, relu3_1, relu4_1, relu5_1]."""
 
-    CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
-    TAPS = (1, 6, 11, 20, 29)
+    def __init__(self):
+        super().__init__(VGG19, taps=(1, 6, 11, 20, 29))
 
     @classmethod
     def from_file(cls, path: str | Path) -> "VGG19Features":
         """A torchvision ``vgg19-*.pth`` (full, classifier keys ignored) or a ``features.*``-only dict."""
-        return load_state_strict(cls(), path, ignored=VGG19_CLASSIFIER_KEYS,
-                                 layout="torchvision vgg19: features.{0,2,5,...,34}.weight/bias "
-                                        "(+ optional classifier.{0,3,6}.weight/bias)")
+        return load_strict(cls(), path, f"VGG19Features file {path}", ignored=VGG19_CLASSIFIER_KEYS,
+                           layout="torchvision vgg19: features.{0,2,5,...,34}.weight/bias "
+                                  "(+ optional classifier.{0,3,6}.weight/bias)").eval()
 
 
 # the ImageNet classifier head of the torchvision file: not used by a perceptual loss
 VGG19_CLASSIFIER_KEYS = tuple(f"classifier.{i}.{p}" for i in (0, 3, 6) for p in ("weight", "bias"))
 
-_VGGFACE_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
+VGGFACE_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 VGGFACE_FC_KEYS = tuple(f"{n}.{p}" for n in ("fc6", "fc7", "fc8") for p in ("weight", "bias"))
 
 
@@ -155,19 +85,19 @@ class VGGFaceFeatures(nn.Module):
     def __init__(self):
         super().__init__()
         cin = 3
-        for b, (cout, n) in enumerate(_VGGFACE_BLOCKS, start=1):
+        for b, (cout, n) in enumerate(VGGFACE_BLOCKS, start=1):
             for i in range(1, n + 1):
                 self.add_module(f"conv{b}_{i}", nn.Conv2d(cin, cout, 3, padding=1))
                 cin = cout
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         out = []
-        for b, (_, n) in enumerate(_VGGFACE_BLOCKS, start=1):
+        for b, (_, n) in enumerate(VGGFACE_BLOCKS, start=1):
             if b > 1:
                 x = F.max_pool2d(x, 2, 2)
             x = F.relu(getattr(self, f"conv{b}_1")(x))
             out.append(x)
-            if b == len(_VGGFACE_BLOCKS):
+            if b == len(VGGFACE_BLOCKS):
                 break   # conv5_2/5_3 are part of the file but do not feed relu5_1
             for i in range(2, n + 1):
                 x = F.relu(getattr(self, f"conv{b}_{i}")(x))
@@ -176,8 +106,8 @@ class VGGFaceFeatures(nn.Module):
     @classmethod
     def from_file(cls, path: str | Path) -> "VGGFaceFeatures":
         """State dict with keys conv{1..5}_{i}.weight/bias; fc6/fc7/fc8.weight/bias are ignored."""
-        return load_state_strict(cls(), path, ignored=VGGFACE_FC_KEYS,
-                                 layout="VGG-Face: conv1_1 … conv5_3 .weight/.bias (+ optional fc6/fc7/fc8)")
+        return load_strict(cls(), path, f"VGGFaceFeatures file {path}", ignored=VGGFACE_FC_KEYS,
+                           layout="VGG-Face: conv1_1 … conv5_3 .weight/.bias (+ optional fc6/fc7/fc8)").eval()
 
 
 # --------------------------------------------------------------------------------- crops

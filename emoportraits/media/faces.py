@@ -111,7 +111,8 @@ def load_tflite(path, num_threads: int | None = None):
     return it
 
 
-def _as_rgb(image: np.ndarray) -> np.ndarray:
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """A uint8 (H, W, 3) RGB view of a grey, RGB or RGBA uint8 image; MediaError for anything else."""
     image = np.asarray(image)
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
@@ -171,7 +172,7 @@ class FaceDetector:
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """All faces in ``image`` (uint8 H×W×3 RGB), largest box first."""
-        image = _as_rgb(image)
+        image = as_rgb(image)
         if self._det is None:
             self._det = load_tflite(self.model_path, self.num_threads)
         H, W = image.shape[:2]

@@ -9,11 +9,9 @@ INFO level on the ``emoportraits`` logger, also one line each.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
-import secrets
 import struct
 import threading
 import warnings
@@ -23,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import MediaError
+from .files import check_frame, display_name, existing_file, temp_path, unlink
 
 logger = logging.getLogger("emoportraits")
 
@@ -39,51 +38,6 @@ _PIL_LIMIT_LOCK = threading.Lock()
 def is_image_path(path) -> bool:
     """True when ``path`` has an image extension (the content is not checked)."""
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
-
-
-# ---- helpers shared with video.py -----------------------------------------------------------------
-
-def _name(path) -> str:
-    """How a file is named in messages: its file name."""
-    return Path(path).name or str(path)
-
-
-def _existing_file(path, extensions: tuple[str, ...], kind: str) -> Path:
-    """``path`` as a Path, or a MediaError when it is missing, a folder, or has the wrong extension.
-    ``kind`` names the expected file: "image", "video", "video or audio"."""
-    p = Path(path)
-    if not p.exists():
-        raise MediaError(f"{path}: no such file; check the path")
-    if p.is_dir():
-        article = "an" if kind[0] in "aeiou" else "a"
-        raise MediaError(f"{path}: is a folder, not {article} {kind} file; pass the path of a file")
-    if p.suffix.lower() not in extensions:
-        raise MediaError(f"{_name(p)}: unsupported {kind} format '{p.suffix or '(no extension)'}'; "
-                         f"use one of {', '.join(extensions)}")
-    return p
-
-
-def _temp_path(dest: Path, suffix: str = "") -> Path:
-    """A fresh hidden file name beside ``dest`` (same folder, so os.replace is atomic)."""
-    return dest.with_name(f".{dest.stem}.{secrets.token_hex(4)}.tmp{suffix or dest.suffix}")
-
-
-def _unlink(*paths) -> None:
-    for p in paths:
-        if p is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(p)
-
-
-def _check_frame(frame, name: str, what: str = "the image", channels: tuple = (3,)) -> np.ndarray:
-    """The frame as a C-contiguous uint8 (H, W, 3) array, or a MediaError naming ``name``."""
-    if (not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3
-            or frame.shape[2] not in channels):
-        desc = f"{frame.dtype} array of shape {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
-        raise MediaError(f"{name}: {what} is a {desc}; pass a uint8 RGB array of shape (H, W, 3)")
-    if frame.shape[0] == 0 or frame.shape[1] == 0:
-        raise MediaError(f"{name}: {what} is empty {frame.shape}; pass a uint8 RGB array of shape (H, W, 3)")
-    return np.ascontiguousarray(frame)
 
 
 # ---- reading --------------------------------------------------------------------------------------
@@ -121,8 +75,8 @@ def _exif_orientation(im: Image.Image) -> int:
 
 def load_image(path, *, max_pixels: int = 40_000_000, min_side: int = 64) -> np.ndarray:
     """Read an image file as a uint8 (H, W, 3) RGB frame, upright per its EXIF orientation."""
-    p = _existing_file(path, IMAGE_EXTENSIONS, "image")
-    name = _name(p)
+    p = existing_file(path, IMAGE_EXTENSIONS, "image")
+    name = display_name(p)
     try:
         im = _open_header(p)
     except UnidentifiedImageError:
@@ -201,11 +155,11 @@ def save_image(image: np.ndarray, path) -> Path:
     dest = Path(path)
     fmt = _WRITE_FORMATS.get(dest.suffix.lower())
     if fmt is None:
-        raise MediaError(f"{_name(dest)}: cannot save images as '{dest.suffix or '(no extension)'}'; "
+        raise MediaError(f"{display_name(dest)}: cannot save images as '{dest.suffix or '(no extension)'}'; "
                          f"use one of {', '.join(_WRITE_FORMATS)}")
-    frame = _check_frame(image, _name(dest), channels=(3, 4) if fmt in _ALPHA_FORMATS else (3,))
+    frame = check_frame(image, display_name(dest), channels=(3, 4) if fmt in _ALPHA_FORMATS else (3,))
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(dest)
+    tmp = temp_path(dest)
     try:
         # O_EXCL + mode 0o666 (minus umask): the final file gets ordinary permissions.
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as fh:
@@ -214,9 +168,9 @@ def save_image(image: np.ndarray, path) -> Path:
             os.fsync(fh.fileno())
         os.replace(tmp, dest)
     except BaseException as e:
-        _unlink(tmp)
+        unlink(tmp)
         if isinstance(e, Exception):
-            raise MediaError(f"{_name(dest)}: could not be saved ({_one_line(e)}); "
+            raise MediaError(f"{display_name(dest)}: could not be saved ({_one_line(e)}); "
                              f"check the folder is writable and the path is not a folder") from None
         raise
     return dest

@@ -13,7 +13,7 @@ import torch
 
 from ..errors import EmoPortraitsError
 from .crop import pixel_box, resize
-from .faces import WEIGHTS_DIR, _as_rgb, load_tflite
+from .faces import WEIGHTS_DIR, as_rgb, load_tflite
 
 __all__ = ["PortraitMasker", "binarize", "face_region_mask", "convex_hull", "MASK_THRESHOLD"]
 
@@ -126,7 +126,7 @@ class PortraitMasker:
         return self
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        image = _as_rgb(image)
+        image = as_rgb(image)
         if self._run is None:
             self._load_tflite()
         small = np.asarray(self._run(image), dtype=np.float32)

@@ -1,7 +1,7 @@
 """Video and audio files ↔ frames (uint8 (H, W, 3) RGB, the convention of ``image.py``).
 
-Everything runs the ffmpeg binary bundled with imageio-ffmpeg as a subprocess (there is no ffprobe):
-the container header comes from ffmpeg's stderr, frame counts and timestamps from a decode pass.
+ffmpeg (``media.ffmpeg``) does the work: the container header comes from its stderr, frame counts and
+timestamps from a decode pass. The audio track of a file is ``media.audio``'s.
 
 Constant-frame-rate rule (``probe_video``): the video is decoded once (the frames are not converted,
 so this costs about as much as decoding) and ffmpeg lists every frame's presentation timestamp in
@@ -16,31 +16,28 @@ which is exactly what ``iter_frames`` yields.
 """
 from __future__ import annotations
 
-import collections
 import logging
 import math
 import numbers
 import os
 import re
 import shlex
-import subprocess
-import threading
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
-import imageio_ffmpeg
 import numpy as np
 
 from ..errors import MediaError
-from .image import _check_frame, _existing_file, _name, _temp_path, _unlink
+from . import ffmpeg
+from .audio import has_audio
+from .files import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS, check_frame, display_name, existing_file, temp_path, unlink
 
 logger = logging.getLogger("emoportraits")
 
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg")
-AUDIO_EXTENSIONS = (".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus")
+__all__ = ["VIDEO_EXTENSIONS", "AUDIO_EXTENSIONS", "VideoInfo", "is_video_path", "probe_video", "iter_frames",
+           "to_constant_rate", "VideoWriter"]
 _WRITE_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}   # H.264 + AAC
 _VIDEO_HINT = "pass an mp4, mov, mkv, avi, webm or mpeg video"
 
@@ -61,69 +58,6 @@ class VideoInfo:
     has_audio: bool
 
 
-# ---- ffmpeg plumbing ------------------------------------------------------------------------------
-
-def _run(args: list[str]) -> tuple[int, str, str]:
-    """Run ffmpeg to completion (subprocess.run kills it if we are interrupted): rc, stdout, stderr."""
-    res = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", *args],
-                         stdin=subprocess.DEVNULL, capture_output=True)
-    return res.returncode, res.stdout.decode("utf-8", "replace"), res.stderr.decode("utf-8", "replace")
-
-
-def _arg(path) -> str:
-    """A path as an ffmpeg URL: the file: protocol, so that names like "-x.mp4" or "a:b.mp4" are files."""
-    return "file:" + os.fspath(path)
-
-
-@lru_cache(maxsize=None)
-def _ffmpeg_major(exe: str) -> int:
-    """Major version of the ffmpeg binary ("n9.0.2-…" → 9, "4.2.2-static" → 4; git builds → 99), cached
-    per binary (IMAGEIO_FFMPEG_EXE may point to a system ffmpeg). Options changed across versions."""
-    m = re.match(r"n?(\d+)\.", imageio_ffmpeg.get_ffmpeg_version())
-    return int(m.group(1)) if m else 99
-
-
-def _sync_flags(mode: str) -> list[str]:
-    """Frame-rate mode option: ``-fps_mode`` (ffmpeg ≥ 5.1; recent ones dropped ``-vsync``) or ``-vsync``."""
-    return ["-fps_mode", mode] if _ffmpeg_major(imageio_ffmpeg.get_ffmpeg_exe()) >= 6 else ["-vsync", mode]
-
-
-def _demux_time_base() -> list[str]:
-    """Encoder time base = the input stream's: ``demux`` in ffmpeg ≥ 7, ``-1`` before."""
-    return ["-enc_time_base", "demux" if _ffmpeg_major(imageio_ffmpeg.get_ffmpeg_exe()) >= 7 else "-1"]
-
-
-_GENERIC = ("Conversion failed", "Error opening input file ", "Error opening output file", "To ignore this",
-            "Exiting normally", "frame=", "size=", "=== stderr", "Could not load meta", "Nothing was written")
-_KNOWN = (("matches no streams", "no video stream"),
-          ("moov atom not found", "no moov atom: incomplete, or not an mp4/mov file"),
-          ("Invalid data found", "invalid data: not a video, or corrupt"))
-
-
-def _reason(stderr: str) -> str:
-    """A short, one-line reason from ffmpeg's stderr (never the raw dump)."""
-    for needle, reason in _KNOWN:
-        if needle in stderr:
-            return reason
-    lines = [re.sub(r"^\[[^\]]*\]\s*", "", line).strip() for line in stderr.splitlines()]
-    lines = [line for line in lines if line and not line.startswith(_GENERIC)]
-    text = lines[-1] if lines else "ffmpeg failed"
-    text = re.sub(r"^Error (opening|while) [\w ]*?: ", "", text)
-    return text if len(text) <= 120 else text[:117] + "…"
-
-
-_STREAM = re.compile(r"^\s*Stream #\d+:\d+\S*: (Video|Audio|Subtitle|Data|Attachment): (.*)$", re.M)
-
-
-def _input_streams(p: Path, stderr: str, kind: str) -> list[tuple[str, str]]:
-    """(type, description) of each stream of input #0, or a MediaError when ffmpeg could not open it."""
-    if "Input #0" not in stderr:
-        raise MediaError(f"{_name(p)}: could not be read as {kind} ({_reason(stderr)}); "
-                         f"{_VIDEO_HINT if kind == 'a video' else 'pass a video or audio file'}")
-    section = re.split(r"\n(?:Stream mapping:|Output #0|At least one output)", stderr.split("Input #0", 1)[1])[0]
-    return [(m.group(1), m.group(2)) for m in _STREAM.finditer(section)]
-
-
 def _standard_rate(fps: float, rel_tol: float) -> Fraction:
     """``fps`` as an exact rate: 24000/1001, 30000/1001, … or a whole/half number when within rel_tol."""
     candidates = [Fraction(k * 1000, 1001) for k in (24, 30, 48, 60, 120)] + [Fraction(round(fps * 2), 2)]
@@ -137,18 +71,18 @@ def _standard_rate(fps: float, rel_tol: float) -> Fraction:
 
 def probe_video(path) -> VideoInfo:
     """Size, exact frame count, fps and audio presence; MediaError for unusable or variable-rate videos."""
-    p = _existing_file(path, VIDEO_EXTENSIONS, "video")
-    name = _name(p)
+    p = existing_file(path, VIDEO_EXTENSIONS, "video")
+    name = display_name(p)
     # Decode the first real video stream (V: not cover art); "wrapped_avframe" hands the frames to the
     # framecrc muxer without converting them; passthrough + demux time base keep every frame's own pts.
-    _, out, err = _run(["-i", _arg(p), "-map", "0:V:0", *_sync_flags("passthrough"), *_demux_time_base(),
-                        "-c:v", "wrapped_avframe", "-f", "framecrc", "-"])
-    streams = _input_streams(p, err, "a video")
+    _, out, err = ffmpeg.run(["-i", ffmpeg.url(p), "-map", "0:V:0", *ffmpeg.sync_flags("passthrough"),
+                              *ffmpeg.demux_time_base(), "-c:v", "wrapped_avframe", "-f", "framecrc", "-"])
+    streams = ffmpeg.input_streams(p, err, "a video", _VIDEO_HINT)
     video = [desc for kind, desc in streams if kind == "Video" and "(attached pic)" not in desc]
     if not video:
         raise MediaError(f"{name}: the file has no video stream, so no frames; pass a video with at least one frame")
     tb, size, pts, durations = Fraction(1, 1), None, [], []
-    for line in out.splitlines():
+    for line in out.decode("utf-8", "replace").splitlines():
         if line.startswith("#tb 0:"):
             tb = Fraction(line.split(":", 1)[1].strip())
         elif line.startswith("#dimensions 0:"):
@@ -193,81 +127,50 @@ def iter_frames(path, *, max_frames: int | None = None) -> Iterator[np.ndarray]:
     """Stream the frames of a video, one uint8 (H, W, 3) RGB array at a time, in order (every decoded
     frame: no rate conversion). Memory does not grow with the video's length; closing the generator
     early (``break``, ``.close()``, garbage collection) stops ffmpeg."""
-    p = _existing_file(path, VIDEO_EXTENSIONS, "video")       # path errors now, not at the first next()
+    p = existing_file(path, VIDEO_EXTENSIONS, "video")       # path errors now, not at the first next()
     if max_frames is not None and max_frames < 0:
         raise ValueError(f"max_frames must be >= 0 or None, got {max_frames}")
     return _frames(p, max_frames)
 
 
 def _frames(p: Path, max_frames: int | None) -> Iterator[np.ndarray]:
-    name = _name(p)
+    name = display_name(p)
     limit = ["-frames:v", str(max_frames)] if max_frames is not None else []
     # Every frame comes as a binary PPM ("P6\nW H\n255\n" + W·H·3 bytes of RGB): self-describing, so
     # no header parsing is needed, and rotated or non-square-pixel videos come out at their decoded size.
-    proc = subprocess.Popen([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats",
-                             "-loglevel", "error", "-i", _arg(p), "-map", "0:V:0", *_sync_flags("passthrough"),
-                             *limit, "-f", "image2pipe", "-c:v", "ppm", "-pix_fmt", "rgb24", "pipe:1"],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    stderr: collections.deque[str] = collections.deque(maxlen=20)
-    reader = threading.Thread(target=_drain, args=(proc.stderr, stderr), daemon=True)
-    reader.start()
+    stream = ffmpeg.Stream(["-loglevel", "error", "-i", ffmpeg.url(p), "-map", "0:V:0",
+                            *ffmpeg.sync_flags("passthrough"), *limit, "-f", "image2pipe", "-c:v", "ppm",
+                            "-pix_fmt", "rgb24", "pipe:1"], feed=False)
+    out = stream.proc.stdout
     count = 0
     try:
-        while (magic := proc.stdout.readline()) == b"P6\n":
-            width, height = (int(v) for v in proc.stdout.readline().split())
-            proc.stdout.readline()                                          # max value: 255
+        while (magic := out.readline()) == b"P6\n":
+            width, height = (int(v) for v in out.readline().split())
+            out.readline()                                                  # max value: 255
             frame = np.empty((height, width, 3), np.uint8)                  # writable, owns its memory
-            if proc.stdout.readinto(memoryview(frame).cast("B")) != frame.nbytes:
+            if out.readinto(memoryview(frame).cast("B")) != frame.nbytes:
                 break
             yield frame
             count += 1
-        rc = proc.wait()
-        reader.join(timeout=10)
+        rc = stream.finish()
         if magic not in (b"", b"P6\n") or (rc != 0 and count == 0):
-            raise MediaError(f"{name}: could not be read as a video ({_reason(chr(10).join(stderr))}); {_VIDEO_HINT}")
+            raise MediaError(f"{name}: could not be read as a video ({ffmpeg.reason(stream.stderr())}); {_VIDEO_HINT}")
         if rc != 0:
-            raise MediaError(f"{name}: decoding stopped after frame {count} ({_reason(chr(10).join(stderr))}); "
+            raise MediaError(f"{name}: decoding stopped after frame {count} ({ffmpeg.reason(stream.stderr())}); "
                              f"re-encode the video")
     finally:                # also on early close (GeneratorExit): stop ffmpeg, release the pipes
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        proc.stdout.close()
-        reader.join(timeout=10)
+        stream.stop()
 
 
-# ---- audio ----------------------------------------------------------------------------------------
-
-def has_audio(path) -> bool:
-    """Whether a video or audio file has an audio stream."""
-    p = _existing_file(path, VIDEO_EXTENSIONS + AUDIO_EXTENSIONS, "video or audio")
-    _, _, err = _run(["-i", _arg(p)])        # no output given: ffmpeg prints the header and exits
-    return any(kind == "Audio" for kind, _ in _input_streams(p, err, "a video or audio file"))
-
-
-def extract_audio(path, out_wav, sample_rate: int = 16000) -> Path:
-    """The first audio stream of ``path`` as a mono 16-bit PCM wav at ``sample_rate`` (atomic write)."""
-    p = _existing_file(path, VIDEO_EXTENSIONS + AUDIO_EXTENSIONS, "video or audio")
-    dest = Path(out_wav)
-    if dest.suffix.lower() != ".wav":
-        raise MediaError(f"{_name(dest)}: audio is extracted as wav; give the output a .wav extension")
-    if int(sample_rate) != sample_rate or sample_rate <= 0:
-        raise ValueError(f"sample_rate must be a positive integer, got {sample_rate}")
-    if not has_audio(p):
-        raise MediaError(f"{_name(p)}: the file has no audio track; pass a video or audio file with sound")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(dest)
-    try:
-        rc, _, err = _run(["-loglevel", "error", "-i", _arg(p), "-map", "0:a:0", "-vn", "-ac", "1",
-                           "-ar", str(int(sample_rate)), "-c:a", "pcm_s16le", "-map_metadata", "-1",
-                           "-fflags", "+bitexact", "-flags:a", "+bitexact", "-f", "wav", "-y", _arg(tmp)])
-        if rc != 0:
-            raise MediaError(f"{_name(p)}: the audio could not be extracted ({_reason(err)}); "
-                             f"re-encode the file (e.g. to wav)")
-        os.replace(tmp, dest)
-    finally:
-        _unlink(tmp)
-    return dest
+def to_constant_rate(path, out, fps: float) -> Path:
+    """``path`` re-encoded at a constant ``fps`` (H.264 + AAC) into ``out``, for a variable-frame-rate video
+    (webcam and phone recordings) that `probe_video` refuses; MediaError when ffmpeg fails."""
+    p = existing_file(path, VIDEO_EXTENSIONS, "video")
+    rc, _, err = ffmpeg.run(["-loglevel", "error", "-i", ffmpeg.url(p), "-vf", f"fps={fps:g}", "-c:v", "libx264",
+                             "-pix_fmt", "yuv420p", "-c:a", "aac", "-y", ffmpeg.url(out)])
+    if rc != 0:
+        raise MediaError(f"{display_name(p)}: could not be converted to a constant frame rate ({ffmpeg.reason(err)})")
+    return Path(out)
 
 
 # ---- writing --------------------------------------------------------------------------------------
@@ -288,9 +191,9 @@ class VideoWriter:
 
     def __init__(self, path, fps: float, *, audio_from=None, audio_offset: float = 0.0, crf: int = 18):
         self.path = Path(path)
-        self._name = _name(self.path)
+        self._name = display_name(self.path)
         self._closed = True                             # until the checks pass (so __del__ is a no-op)
-        self._proc = None
+        self._stream: ffmpeg.Stream | None = None
         self._tmp: list[Path] = []
         container = _WRITE_CONTAINERS.get(self.path.suffix.lower())
         if container is None:
@@ -313,11 +216,9 @@ class VideoWriter:
             if has_audio(audio_from):                   # MediaError now if it is missing or unreadable
                 self._audio = Path(audio_from)
             else:
-                logger.info(f"{_name(audio_from)}: has no audio track; {self._name} is written without sound")
+                logger.info(f"{display_name(audio_from)}: has no audio track; {self._name} is written without sound")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._size = None
-        self._stderr: collections.deque[str] = collections.deque(maxlen=20)
-        self._reader = None
         self._closed = False
 
     def __enter__(self) -> VideoWriter:
@@ -336,18 +237,18 @@ class VideoWriter:
     def write(self, frame: np.ndarray) -> None:
         if self._closed:
             raise MediaError(f"{self._name}: the video writer is closed; open a new VideoWriter")
-        frame = _check_frame(frame, self._name, f"frame {self.n_frames}")
+        frame = check_frame(frame, self._name, f"frame {self.n_frames}")
         height, width = frame.shape[:2]
-        if self._proc is None:
+        if self._stream is None:
             self._start(width, height)
         elif (width, height) != self._size:
             raise MediaError(f"{self._name}: frame {self.n_frames} is {width}×{height} but the first frame was "
                              f"{self._size[0]}×{self._size[1]}; all frames of a video must have the same size")
         try:
-            self._proc.stdin.write(frame)               # the array's buffer: no extra copy
+            self._stream.proc.stdin.write(frame)        # the array's buffer: no extra copy
         except OSError:                                 # ffmpeg died (broken pipe)
-            self._proc.wait()
-            reason = _reason("\n".join(self._stderr))
+            self._stream.finish()
+            reason = ffmpeg.reason(self._stream.stderr())
             self._abort()
             raise MediaError(f"{self._name}: the video encoder stopped ({reason}); "
                              f"check the disk space and the frame size") from None
@@ -361,16 +262,13 @@ class VideoWriter:
             pad = ["-vf", f"pad={even[0]}:{even[1]}"]
             logger.info(f"{self._name}: frames are {width}×{height}; padded to {even[0]}×{even[1]} "
                         f"because H.264 (yuv420p) needs even sides")
-        tmp = _temp_path(self.path)
+        tmp = temp_path(self.path)
         self._tmp.append(tmp)
-        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostats", "-loglevel", "error",
-               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", str(self.rate),
-               "-i", "pipe:0", "-an", *pad, "-c:v", "libx264", "-preset", "medium", "-crf", str(self.crf),
-               "-pix_fmt", "yuv420p", *self._movflags, "-f", self._container, "-y", _arg(tmp)]
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        # Drain stderr in a thread (a full pipe would block ffmpeg); keep only the last lines.
-        self._reader = threading.Thread(target=_drain, args=(self._proc.stderr, self._stderr), daemon=True)
-        self._reader.start()
+        self._stream = ffmpeg.Stream(
+            ["-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+             "-framerate", str(self.rate), "-i", "pipe:0", "-an", *pad, "-c:v", "libx264", "-preset", "medium",
+             "-crf", str(self.crf), "-pix_fmt", "yuv420p", *self._movflags, "-f", self._container, "-y",
+             ffmpeg.url(tmp)], feed=True)
 
     def close(self) -> None:
         """Finish the video and move it onto ``path``; MediaError (and no file) when that fails."""
@@ -378,17 +276,11 @@ class VideoWriter:
             return
         self._closed = True
         try:
-            if self._proc is None:
+            if self._stream is None:
                 raise MediaError(f"{self._name}: no frames were written, so no video was saved; "
                                  f"write at least one frame")
-            try:
-                self._proc.stdin.close()
-            except OSError:
-                pass
-            rc = self._proc.wait()
-            self._reader.join(timeout=10)
-            if rc != 0:
-                raise MediaError(f"{self._name}: the video encoder failed ({_reason(chr(10).join(self._stderr))}); "
+            if self._stream.finish() != 0:
+                raise MediaError(f"{self._name}: the video encoder failed ({ffmpeg.reason(self._stream.stderr())}); "
                                  f"check the disk space and the output folder")
             final = self._tmp[0] if self._audio is None else self._mux_audio(self._tmp[0])
             os.replace(final, self.path)
@@ -396,38 +288,26 @@ class VideoWriter:
             self._abort()                               # removes whatever temp file is left
 
     def _mux_audio(self, video: Path) -> Path:
-        out = _temp_path(self.path)
+        out = temp_path(self.path)
         self._tmp.append(out)
         offset = self.audio_offset
         seek = ["-ss", f"{offset:.6f}"] if offset > 0 else ["-itsoffset", f"{-offset:.6f}"] if offset < 0 else []
         # apad pads a short track with silence, -t cuts at the video's end: the audio ends with the last
         # frame. (Not -shortest: with a stream-copied video it cuts early by up to a buffer, in ffmpeg 4.)
-        rc, _, err = _run(["-loglevel", "error", "-i", _arg(video), *seek, "-i", _arg(self._audio),
-                           "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-b:a", "128k",
-                           "-af", "apad", "-t", f"{float(self.n_frames / self.rate):.6f}",
-                           *self._movflags, "-f", self._container, "-y", _arg(out)])
+        rc, _, err = ffmpeg.run(["-loglevel", "error", "-i", ffmpeg.url(video), *seek, "-i", ffmpeg.url(self._audio),
+                                 "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-b:a", "128k",
+                                 "-af", "apad", "-t", f"{float(self.n_frames / self.rate):.6f}",
+                                 *self._movflags, "-f", self._container, "-y", ffmpeg.url(out)])
         if rc != 0:
-            raise MediaError(f"{self._name}: the audio of {_name(self._audio)} could not be added ({_reason(err)}); "
-                             f"pass another audio_from or None")
+            raise MediaError(f"{self._name}: the audio of {display_name(self._audio)} could not be added "
+                             f"({ffmpeg.reason(err)}); pass another audio_from or None")
         return out
 
     def _abort(self) -> None:
         """Stop ffmpeg if it still runs and delete the temp files (idempotent)."""
         self._closed = True
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            if proc.poll() is None:
-                proc.kill()
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
-            proc.wait()
-        _unlink(*self._tmp)
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.stop()
+        unlink(*self._tmp)
         self._tmp = []
-
-
-def _drain(stream, lines: collections.deque) -> None:
-    for raw in iter(stream.readline, b""):
-        lines.append(raw.decode("utf-8", "replace").rstrip())
-    stream.close()

@@ -18,17 +18,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .weights import load_strict, read_state_dict
+from ..models.feature_trunks import ALEXNET, VGG16, TapTrunk
+from ..state_dict import load_strict
 
-# conv layers as (in, out, kernel, stride, padding); "M" = 3×3/2 max pool (alex) or 2×2/2 (vgg);
-# a tap is taken after the ReLU following each conv listed in TAPS
-_ALEX = [(3, 64, 11, 4, 2), "M", (64, 192, 5, 1, 2), "M", (192, 384, 3, 1, 1), (384, 256, 3, 1, 1),
-         (256, 256, 3, 1, 1)]
-_VGG = [(3, 64, 3, 1, 1), (64, 64, 3, 1, 1), "M", (64, 128, 3, 1, 1), (128, 128, 3, 1, 1), "M",
-        (128, 256, 3, 1, 1), (256, 256, 3, 1, 1), (256, 256, 3, 1, 1), "M",
-        (256, 512, 3, 1, 1), (512, 512, 3, 1, 1), (512, 512, 3, 1, 1), "M",
-        (512, 512, 3, 1, 1), (512, 512, 3, 1, 1), (512, 512, 3, 1, 1)]
-_TAPS = {"alex": (0, 1, 2, 3, 4), "vgg": (1, 3, 6, 9, 12)}     # conv indices (0-based) that end a stage
+# the trunks (``feature_trunks``) and the convs (0-based) whose ReLU output is a tap: each ends a stage
+_TRUNKS = {"alex": (ALEXNET, (3, 2), (0, 1, 2, 3, 4)), "vgg": (VGG16[:-1], (2, 2), (1, 3, 6, 9, 12))}
 # ImageNet statistics expressed for inputs in [-1, 1], as LPIPS's scaling layer uses
 _SHIFT = (-0.030, -0.088, -0.188)
 _SCALE = (0.458, 0.448, 0.450)
@@ -39,33 +33,23 @@ class LPIPSConfig:
     backbone: str = "alex"         # "alex" (the LPIPS default) or "vgg"
 
     def __post_init__(self):
-        if self.backbone not in _TAPS:
-            raise ValueError(f"LPIPS backbone must be one of {sorted(_TAPS)}, got {self.backbone!r}")
+        if self.backbone not in _TRUNKS:
+            raise ValueError(f"LPIPS backbone must be one of {sorted(_TRUNKS)}, got {self.backbone!r}")
 
 
-class LPIPS(nn.Module):
+class LPIPS(TapTrunk):
     """d(x, y) = Σ_k mean_hw ‖w_k ⊙ (n(f_k(x)) − n(f_k(y)))‖², n = unit norm over channels.
 
     Inputs (B, 3, H, W) in [0, 1]; output (B,). 0 for identical images whatever the weights.
     """
 
     def __init__(self, config: LPIPSConfig | None = None):
-        super().__init__()
-        self.config = config or LPIPSConfig()
-        layers, self.taps, channels, conv = [], [], [], 0
-        spec = _ALEX if self.config.backbone == "alex" else _VGG
-        pool = (3, 2) if self.config.backbone == "alex" else (2, 2)
-        for item in spec:
-            if item == "M":
-                layers.append(nn.MaxPool2d(*pool))
-                continue
-            cin, cout, k, s, p = item
-            layers += [nn.Conv2d(cin, cout, k, s, p), nn.ReLU(inplace=False)]
-            if conv in _TAPS[self.config.backbone]:
-                self.taps.append(len(layers) - 1)        # index of the ReLU output in `features`
-                channels.append(cout)
-            conv += 1
-        self.features = nn.Sequential(*layers)
+        config = config or LPIPSConfig()
+        spec, pool, convs = _TRUNKS[config.backbone]
+        super().__init__(spec, pool=pool)
+        self.config = config
+        self.taps = self.relu_after_conv(convs)
+        channels = [self.features[i - 1].out_channels for i in self.taps]
         self.lins = nn.ParameterList([nn.Parameter(torch.ones(1, c, 1, 1) / c) for c in channels])
         self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1), persistent=False)
@@ -73,18 +57,7 @@ class LPIPS(nn.Module):
     @classmethod
     def from_file(cls, path: str | os.PathLike, backbone: str = "alex") -> "LPIPS":
         """Weights from a ``.safetensors`` / ``.pt`` state dict in the layout of the module docstring."""
-        net = cls(LPIPSConfig(backbone))
-        return load_strict(net, read_state_dict(path), str(path)).eval()
-
-    def _taps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        out = []
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in self.taps:
-                out.append(x)
-            if len(out) == len(self.taps):
-                break
-        return out
+        return load_strict(cls(LPIPSConfig(backbone)), path).eval()
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if pred.shape != target.shape or pred.ndim != 4 or pred.shape[1] != 3:
@@ -92,7 +65,7 @@ class LPIPS(nn.Module):
         x = torch.cat([pred, target]).to(self.shift.dtype)
         x = (x * 2 - 1 - self.shift) / self.scale
         total = 0.0
-        for f, w in zip(self._taps(x), self.lins):
+        for f, w in zip(self.tap_outputs(x), self.lins):
             f = f / (f.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
             a, b = f.chunk(2)
             total = total + ((a - b) ** 2 * w).sum(1).mean((1, 2))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
@@ -22,8 +23,8 @@ from ..config import EmoPortraitsConfig
 from .appearance import AppearanceEncoder, IdentityEncoder
 from .canonical import CanonicalUNet, SourceVolumeBlocks
 from .decoder import Decoder, project
-from .geometry import apply_affine, rigid_grid, sample, sample_field
-from .hub import HUB_MIXIN_KWARGS, load_strict, save_weights
+from .geometry import apply_affine, rigid_grid, sample, sample_field, theta_from_raw9
+from .hub import HUB_MIXIN_KWARGS, load_pretrained, resolve_name, save_weights
 from .motion import ExpressionEncoder, HeadPoseNet
 from .tracing import record, scope
 from .warping import WarpEmbedding, WarpGenerator
@@ -165,11 +166,30 @@ class EmoPortraits(
         self._check_image(image, "image")
         return self.head_pose_net(image)
 
+    def head_pose_raw(self, image: torch.Tensor) -> torch.Tensor:
+        """The head-pose network's 9 numbers (B, 9) float32 of a face image: scale (3), yaw/pitch/roll (3)
+        and translation (3), what θ is built from (``geometry.theta_from_raw9``). Smoothing a pose over
+        time works on these (`motion`'s ``pose_filter``); ``geometry.pose9_from_raw9`` gives the 9-number
+        pose of the pose generator."""
+        self._check_image(image, "image")
+        return self.head_pose_net.raw(image).float()
+
     def expression(self, image: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
         """Expression latent z (B, z_dim) of a face image; θ is predicted when not given."""
         self._check_image(image, "image")
         theta = self.head_pose_net(image) if theta is None else self._check_theta(theta, image.shape[0], "theta")
         return self.expression_encoder(image, theta)
+
+    def motion(self, image: torch.Tensor, *, pose_filter: Callable[[torch.Tensor], torch.Tensor] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A driver image's (θ (B, 4, 4) float32, z (B, z_dim)). ``pose_filter`` maps the head-pose numbers
+        (B, 9) (`head_pose_raw`) before θ is built from them (e.g. temporal smoothing over a video's
+        frames); z is read from the image aligned with that θ."""
+        raw = self.head_pose_raw(image)
+        if pose_filter is not None:
+            raw = pose_filter(raw).float()
+        theta = theta_from_raw9(raw)
+        return theta, self.expression_encoder(image, theta)
 
     # ---- source and driver ---------------------------------------------------------------------
     def encode_source(self, image: torch.Tensor, theta: torch.Tensor | None = None,
@@ -286,10 +306,8 @@ class EmoPortraits(
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> "EmoPortraits":
         """A folder, a Hub repo, or ``"official"``: the authors' released model, downloaded and converted
         once by ``emoportraits download`` (see ``emoportraits.bundle.resolve_model``)."""
-        from ..bundle import resolve_model
-
-        return super().from_pretrained(resolve_model(pretrained_model_name_or_path), *args, **kwargs)
+        return super().from_pretrained(resolve_name(pretrained_model_name_or_path), *args, **kwargs)
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, **kwargs):
-        return load_strict(cls, EmoPortraitsConfig.from_dict, model_id=model_id, **kwargs)
+        return load_pretrained(cls, EmoPortraitsConfig.from_dict, model_id=model_id, **kwargs)

@@ -3,7 +3,7 @@
 Both models save one ``model.safetensors`` (plus ``config.json`` and a model card, written by
 ``huggingface_hub.PyTorchModelHubMixin``) and load it *strictly*: every tensor of the model must be
 in the file with the right shape and the file may hold nothing else
-(:func:`emoportraits.errors.check_state_dict`), so a checkpoint saved for another configuration, or
+(:func:`emoportraits.state_dict.load_strict`), so a checkpoint saved for another configuration, or
 edited, fails with a message that names the offending keys instead of loading half a model.
 """
 from __future__ import annotations
@@ -17,7 +17,21 @@ from huggingface_hub.constants import SAFETENSORS_SINGLE_FILE
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..errors import check_state_dict
+from ..state_dict import load_strict
+
+# Model names that stand for something other than a folder or a Hub repo: ``official``, the authors'
+# release, downloaded and converted on first use. Its resolver (``emoportraits.bundle.resolve_model``) sits
+# above the models (the download builds an EmoPortraits), so it registers itself here when the package is
+# imported (``emoportraits/__init__.py``) instead of being imported by the models.
+NAME_RESOLVERS: list[Callable[[object], object]] = []
+
+
+def resolve_name(name):
+    """``name`` through every registered resolver (a folder or a Hub repo id comes back unchanged)."""
+    for resolver in NAME_RESOLVERS:
+        name = resolver(name)
+    return name
+
 
 # what every model of the package tells the Hub about itself (class keywords of PyTorchModelHubMixin)
 HUB_MIXIN_KWARGS = dict(library_name="emoportraits", repo_url="https://github.com/emoportraits/emoportraits",
@@ -47,7 +61,7 @@ def weights_path(model_id, *, revision=None, cache_dir=None, force_download=Fals
                            local_files_only=local_files_only)
 
 
-def load_strict(cls: type, config_from_dict: Callable[[dict], object], *, model_id, revision=None,
+def load_pretrained(cls: type, config_from_dict: Callable[[dict], object], *, model_id, revision=None,
                 cache_dir=None, force_download=False, local_files_only=False, token=None,
                 map_location: str = "cpu", strict: bool = True, **model_kwargs) -> nn.Module:
     """The body of a model's ``_from_pretrained``: build ``cls(config)`` from config.json (a dict,
@@ -63,7 +77,5 @@ def load_strict(cls: type, config_from_dict: Callable[[dict], object], *, model_
     if config is None:
         raise FileNotFoundError(f"{model_id} has no config.json")
     model = cls(config, **model_kwargs)
-    state = load_file(path, device=str(map_location))
-    check_state_dict({k: v.shape for k, v in model.state_dict().items()}, state, path)
-    model.load_state_dict(state, strict=True)
+    load_strict(model, load_file(path, device=str(map_location)), path)
     return model.to(map_location).eval()

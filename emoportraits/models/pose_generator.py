@@ -38,7 +38,7 @@ from torch import nn
 from ..config import dataclass_from_dict
 from ..windows import window_starts, window_weights
 from .geometry import IDENTITY_6D, matrix_to_pose9, pose9_to_matrix
-from .hub import HUB_MIXIN_KWARGS, load_strict, save_weights
+from .hub import HUB_MIXIN_KWARGS, load_pretrained, save_weights
 
 
 @dataclass
@@ -233,4 +233,4 @@ class PoseGenerator(
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, **kwargs):
-        return load_strict(cls, PoseGeneratorConfig.from_dict, model_id=model_id, **kwargs)
+        return load_pretrained(cls, PoseGeneratorConfig.from_dict, model_id=model_id, **kwargs)

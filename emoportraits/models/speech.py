@@ -28,7 +28,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from ..config import dataclass_from_dict
-from .hub import HUB_MIXIN_KWARGS, load_strict, save_weights
+from .hub import HUB_MIXIN_KWARGS, load_pretrained, save_weights
 
 
 @dataclass
@@ -168,4 +168,4 @@ class SpeechEncoder(
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, **kwargs):
-        return load_strict(cls, SpeechEncoderConfig.from_dict, model_id=model_id, **kwargs)
+        return load_pretrained(cls, SpeechEncoderConfig.from_dict, model_id=model_id, **kwargs)
