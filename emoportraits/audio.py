@@ -64,8 +64,8 @@ class WhisperFeatures:
     def __init__(self, model="openai/whisper-tiny", device=None, dtype=None, batch_size: int = 8):
         try:
             from transformers import WhisperFeatureExtractor, WhisperModel
-        except ImportError as e:       # transformers is in the [train] extra
-            raise ImportError("WhisperFeatures needs transformers: pip install 'emoportraits[train]'") from e
+        except ImportError as e:       # transformers is in the [speech] extra (and [app], [train])
+            raise ImportError("WhisperFeatures needs transformers: pip install 'emoportraits[speech]'") from e
         if isinstance(model, (str, os.PathLike)):
             model = WhisperModel.from_pretrained(os.fspath(model))
         if hasattr(model, "get_encoder"):
