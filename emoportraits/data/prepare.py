@@ -2,6 +2,7 @@
 
     emoportraits prepare-data --videos DIR --out DIR --dataset-name voxceleb2 [--resolution 512]
         [--frames-per-clip 32] [--stride 5] [--workers W] [--shard-size-mb 256] [--with-audio] [--part I/N]
+    emoportraits prepare-data --recipe hdtf|voxceleb2 --videos ROOT --out DIR [options]   (`.recipes`)
     emoportraits prepare-data --merge --out DIR             (after all --part runs)
     emoportraits prepare-data --convert OLD_DIR --out DIR   (a folder of the old index.json layout)
     (or: python -m emoportraits.data.prepare …)
@@ -12,7 +13,9 @@ layout, parts and merging: `emoportraits.data.parts`).
 Every video file under ``--videos`` (any nesting; VoxCeleb2's ``id/video/clip.mp4`` or FEED's
 per-camera recordings alike) is one clip. Its identity is the first path component under the
 folder (the file's stem for files directly in it), its video the relative parent folder, its key
-the relative path without extension.
+the relative path without extension. ``--recipe`` replaces this for a known data set's layout
+(VoxCeleb2: the ``idNNNNN`` speaker folder; HDTF: the file name without ``_NNN``) and sets speech
+defaults (`emoportraits.data.recipes`).
 
 Per video, frames are streamed and every ``stride``-th one is used, up to ``frames-per-clip`` frames
 with a face: face detection with the face mesh (`FaceDetector`, verify on), the face tracked from
@@ -81,8 +84,11 @@ def discover_videos(root) -> list[str]:
     return sorted(found)
 
 
-def describe_video(rel: str) -> dict:
-    """identity / video / clip / key of a video's relative path."""
+def describe_video(rel: str, recipe: str | None = None) -> dict:
+    """identity / video / clip / key of a video's relative path (under ``recipe``'s layout if given)."""
+    if recipe:
+        from .recipes import describe
+        return describe(recipe, rel)
     parts = rel.split("/")
     stem = Path(parts[-1]).stem
     return {"identity": parts[0] if len(parts) > 1 else stem,
@@ -136,7 +142,7 @@ class _VideoProcessor:
 
         cfg = self.cfg
         path = self.root / rel
-        desc = describe_video(rel)
+        desc = describe_video(rel, cfg.get("recipe"))
         try:
             fps = float(probe_video(path).fps)
         except MediaError as e:
@@ -350,7 +356,8 @@ def _collect_garbage(out: Path, records: dict[str, dict], prefix: str = "") -> N
 
 
 def _settings(videos: Path, out: Path, dataset: str, resolution: int, frames_per_clip: int, stride: int,
-              smooth: float, template, with_audio: bool = False, state: Path | None = None) -> dict:
+              smooth: float, template, with_audio: bool = False, state: Path | None = None,
+              recipe: str | None = None) -> dict:
     """The run's options; on a resumed folder, checked against prepare.json (template reused)."""
     from .pose_labels import default_template, load_template, template_digest
 
@@ -363,6 +370,8 @@ def _settings(videos: Path, out: Path, dataset: str, resolution: int, frames_per
         diff = [f"{k} {old.get(k)!r} → {new[k]!r}" for k in _CHECKED if old.get(k) != new[k]]
         if bool(old.get("with_audio", False)) != bool(with_audio):
             diff.append(f"with_audio {bool(old.get('with_audio', False))!r} → {bool(with_audio)!r}")
+        if old.get("recipe") != recipe:
+            diff.append(f"recipe {old.get('recipe')!r} → {recipe!r}")
         if diff:
             raise EmoPortraitsError(f"{out} was prepared with other options ({'; '.join(diff)}); rerun with the "
                                     f"same options to resume, or choose another --out")
@@ -376,6 +385,8 @@ def _settings(videos: Path, out: Path, dataset: str, resolution: int, frames_per
     t = default_template() if template is None else load_template(template)
     if with_audio:
         new["with_audio"] = True
+    if recipe:
+        new["recipe"] = recipe
     settings = dict(new, template=np.asarray(t, np.float32).astype(np.float64).tolist(),
                     template_digest=template_digest(t),
                     template_source="emoportraits/weights/face_template.npy" if template is None else str(template),
@@ -387,9 +398,11 @@ def _settings(videos: Path, out: Path, dataset: str, resolution: int, frames_per
 def prepare_dataset(videos, out, dataset_name: str, *, resolution: int = 512, frames_per_clip: int = 32,
                     stride: int = 5, workers: int = 1, shard_size_mb: float = 256, smooth: float = 0.5,
                     template=None, retry_failed: bool = False, progress: bool = True,
-                    with_audio: bool = False, part: tuple[int, int] = (1, 1)) -> PrepareSummary:
+                    with_audio: bool = False, part: tuple[int, int] = (1, 1),
+                    recipe: str | None = None) -> PrepareSummary:
     """Prepare (or resume preparing) the training set ``out`` — or its part ``part`` = (I, N) — from
-    the videos under ``videos``."""
+    the videos under ``videos`` (found and named by ``recipe``'s layout if given; its defaults are
+    applied by the command line, not here)."""
     videos, out = Path(videos), Path(out)
     if (out / "index.json").is_file():
         raise EmoPortraitsError(f"{out} was prepared in the old layout (index.json); convert it with "
@@ -406,7 +419,11 @@ def prepare_dataset(videos, out, dataset_name: str, *, resolution: int = 512, fr
         raise EmoPortraitsError(f"--shard-size-mb must be > 0, got {shard_size_mb}")
     if not 0 <= smooth < 1:
         raise EmoPortraitsError(f"--smooth must be in [0, 1), got {smooth}")
-    found = discover_videos(videos)
+    if recipe:
+        from .recipes import discover
+        found = discover(recipe, videos)
+    else:
+        found = discover_videos(videos)
     if not found:
         raise EmoPortraitsError(f"{videos}: no video files found (looked for .mp4, .mov, .mkv, … in all subfolders)")
 
@@ -416,8 +433,9 @@ def prepare_dataset(videos, out, dataset_name: str, *, resolution: int = 512, fr
     state = _parts.part_dir(out, part)
     with _lock(state):
         cfg = _settings(videos, out, dataset_name, resolution, frames_per_clip, stride, smooth, template,
-                        with_audio, state=state)
+                        with_audio, state=state, recipe=recipe)
         cfg["with_audio"] = bool(with_audio)
+        cfg["recipe"] = recipe
         cfg["shard_size_mb"] = float(shard_size_mb)
         done = _read_manifest(state / "manifest.jsonl")
         _collect_garbage(out, done, _parts.shard_prefix(part))
@@ -546,14 +564,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument("--convert", metavar="OLD_DIR",
                       help="rewrite a folder prepared in the old layout (index.json) as WebDataset shards in --out")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created; reruns resume it)")
-    p.add_argument("--dataset-name", metavar="NAME", help="e.g. voxceleb2, feed or hdtf (required with --videos)")
+    p.add_argument("--recipe", choices=("hdtf", "voxceleb2"),
+                   help="a known layout under --videos, with speech defaults (audio, --stride 1, long clips, "
+                        "--dataset-name); voxceleb2: ROOT/{dev,test}/mp4/idNNNNN/VIDEO/CLIP.mp4, identity = "
+                        "idNNNNN; hdtf: SPEAKER_NNN.mp4 anywhere below (a local copy, or a Hub snapshot: "
+                        "huggingface-cli download global-optima-research/HDTF --repo-type dataset "
+                        "--local-dir DIR), identity = SPEAKER; options given here override its defaults")
+    p.add_argument("--dataset-name", metavar="NAME",
+                   help="e.g. voxceleb2, feed or hdtf (required with --videos unless --recipe sets it)")
     p.add_argument("--part", metavar="I/N",
                    help="prepare only part I of N (videos split by a hash of their path): one part per machine, "
                         "each writing its own shards; the last one to finish merges")
     p.add_argument("--resolution", type=int, default=512, metavar="R", help="crop side in pixels (default: 512)")
-    p.add_argument("--frames-per-clip", type=int, default=32, metavar="N",
-                   help="at most N frames with a face per video (default: 32)")
-    p.add_argument("--stride", type=int, default=5, metavar="K", help="use every K-th frame (default: 5)")
+    p.add_argument("--frames-per-clip", type=int, metavar="N",
+                   help="at most N frames with a face per video (default: 32; recipes 250 or 500)")
+    p.add_argument("--stride", type=int, metavar="K", help="use every K-th frame (default: 5; recipes 1)")
     p.add_argument("--workers", type=int, default=1, metavar="W",
                    help="parallel processes, each writing its own shards (default: 1)")
     p.add_argument("--shard-size-mb", type=float, default=256, metavar="MB", help="shard size (default: 256)")
@@ -562,8 +587,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--template", metavar="FILE.npy",
                    help="(468, 3) face template for the pose labels (default: the shipped one; "
                         "kept when resuming)")
-    p.add_argument("--with-audio", action="store_true",
-                   help="also store each video's audio (16 kHz mono) for the speech mode; use with --stride 1")
+    p.add_argument("--with-audio", action=argparse.BooleanOptionalAction,
+                   help="also store each video's audio (16 kHz mono) for the speech mode; use with --stride 1 "
+                        "(default: off; on with a recipe)")
     p.add_argument("--retry-failed", action="store_true", help="process again the videos that failed before")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -579,13 +605,16 @@ def run(args: argparse.Namespace) -> None:
         print(f"data set {args.out}: {st['clips']} clips, {st['frames']} frames (WebDataset samples), "
               f"{st['identities']} identities, {len(index['shards'])} shard(s), {index['resolution']}² crops")
         return
+    from .recipes import apply_defaults
+    apply_defaults(args)
     if not args.dataset_name:
         raise EmoPortraitsError("--dataset-name is required with --videos (e.g. voxceleb2, feed or hdtf)")
     summary = prepare_dataset(args.videos, args.out, args.dataset_name, resolution=args.resolution,
                               frames_per_clip=args.frames_per_clip, stride=args.stride, workers=args.workers,
                               shard_size_mb=args.shard_size_mb, smooth=args.smooth, template=args.template,
                               retry_failed=args.retry_failed, progress=not args.quiet,
-                              with_audio=getattr(args, "with_audio", False), part=_parts.parse_part(args.part))
+                              with_audio=bool(args.with_audio), part=_parts.parse_part(args.part),
+                              recipe=getattr(args, "recipe", None))
     print(summary)
 
 
