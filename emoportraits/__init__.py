@@ -4,5 +4,5 @@ from .config import EmoPortraitsConfig
 from .errors import EmoPortraitsError, WeightsMismatchError
 from .models import Avatar, EmoPortraits, SpeechEncoder, SpeechEncoderConfig
 from .version import __version__
-__all__ = ["Avatar", "EmoPortraits", "EmoPortraitsConfig", "EmoPortraitsError", "SpeechEncoder", "SpeechEncoderConfig",
+__all__ = ["__version__", "Avatar", "EmoPortraits", "EmoPortraitsConfig", "EmoPortraitsError", "SpeechEncoder", "SpeechEncoderConfig",
            "WeightsMismatchError"]

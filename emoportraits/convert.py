@@ -20,7 +20,9 @@ import re
 
 import torch
 
+from .config import EmoPortraitsConfig
 from .errors import EmoPortraitsError
+from .models import EmoPortraits
 from .models.geometry import identity_grid_2d, identity_grid_3d
 from .models.resnet import IMAGENET_MEAN, IMAGENET_STD
 from .state_dict import load_strict, read_state_dict
@@ -182,9 +184,6 @@ def model_from_official(generator_sd: dict[str, torch.Tensor], head_pose_sd: dic
                         preset: str = "released", source: str = "converted checkpoint", **notes):
     """An ``EmoPortraits`` of ``preset`` holding the converted official weights, loaded strictly (a missing
     or unexpected key is an error that names it). ``notes`` go to ``config.extra`` (and the model card)."""
-    from .config import EmoPortraitsConfig
-    from .models import EmoPortraits
-
     state = convert_official_state_dict(generator_sd, head_pose_sd)
     config = EmoPortraitsConfig.preset(preset)
     config.extra.update(preset=preset, **notes)

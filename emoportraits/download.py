@@ -25,10 +25,11 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+from .convert import model_from_official
 from .errors import DownloadError, EmoPortraitsError
 from .fetch import download_file, gdrive_download, is_disk_full
 from .release_card import write_card
-from .release_files import OFFICIAL_EXPERIMENT
+from .release_files import GENERATOR_MEMBER, OFFICIAL_EXPERIMENT, find_release_parts
 
 OFFICIAL_NAME = "official"       # the short name of the authors' released model (``bundle.resolve_model``)
 
@@ -131,9 +132,6 @@ def _sha256(path: Path) -> str:
 
 def _convert(inputs: list[Input], preset: str, experiment: str):
     """The converted model and the provenance record of its inputs."""
-    from .convert import model_from_official
-    from .release_files import GENERATOR_MEMBER, find_release_parts
-
     generator, head_pose = find_release_parts([i.path for i in inputs], experiment)
     match = GENERATOR_MEMBER.search(generator.member or "")
     names = {i.path: i for i in inputs}

@@ -11,21 +11,32 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Union
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from . import poses
+from .animation import MotionCheck, PreparedSource, ReenactOptions, even_sides
+from .audio import WhisperFeatures, align_to_frames, n_frames_for
 from .bundle import looks_local
+from .data.pose_labels import fit_pose, landmarks_to_crop
 from .errors import EmoPortraitsError, MediaError
+from .media import (VideoWriter, is_image_path, is_video_path, iter_frames, load_audio, load_image, probe_video,
+                    save_image)
+from .media import mask as masks     # looked up at each call: a replaced function (a test's) is used
+from .media.crop import BoxSmoother, PoseSmoother, composite, crop, green_key, paste_back, square_crop_box
+from .media.faces import FaceDetector, select_face
+from .media.photo_warp import PhotoWarp, warp_mask
 from .models import Avatar, EmoPortraits
 from .models.geometry import pose9_from_raw9
 
+__all__ = ["EmoPortraitsPipeline", "ReenactOptions", "PreparedSource", "MotionCheck", "default_device"]
+
 logger = logging.getLogger("emoportraits")
 PathLike = Union[str, os.PathLike]
-Background = Union[str, tuple]     # "original" (paste back), "transparent", or an RGB tuple
 
 
 def default_device() -> torch.device:
@@ -36,79 +47,19 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
-@dataclass
-class ReenactOptions:
-    """How driver motion is transferred and how the result is composed."""
-    relative: bool = True              # apply the driver's change from its first frame to the source
-    expression_scale: float = 1.0      # multiplies the transferred expression change
-    paste_back: bool = True            # composite into the original photo; else onto `background`
-    background: Background = (255, 255, 255)
-    smooth: float = 0.5                # temporal smoothing of crop box and head pose, 0 = off
-    fixed_crop: bool = False           # one crop box for the whole video (static camera)
-    face_index: int = 0                # which face of the photo (0 = largest)
-    crop_scale: float = 2.2            # crop side / face-box side, as the authors cropped
-    feather: int = 15                  # paste-back mask feathering, in output pixels
-    max_frames: int | None = None
-    # "photo": move the photo's own pixels along the model's warps and add the render's change
-    # (`media.photo_warp`); "network": the model's render as is; "auto": photo below 256² models,
-    # whose renders are too coarse to be the person
-    render: str = "auto"
-    residual: float = 1.0              # photo render: weight of the model's change beyond the warp
-    # a video whose face changes by less than this (mean /255, largest over the frames) is refused:
-    # it would look like the photo (0 = write whatever comes out)
-    min_motion: float = 0.5
-
-    def render_mode(self, image_size: int) -> str:
-        return ("photo" if image_size < 256 else "network") if self.render == "auto" else self.render
-
-    def validate(self) -> None:
-        if not 0 <= self.smooth < 1:
-            raise ValueError(f"smooth must be in [0, 1), got {self.smooth}")
-        if self.expression_scale < 0:
-            raise ValueError(f"expression_scale must be >= 0, got {self.expression_scale}")
-        if self.max_frames is not None and self.max_frames < 1:
-            raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
-        if self.face_index < 0:
-            raise ValueError(f"face_index must be >= 0, got {self.face_index}")
-        if self.render not in ("auto", "photo", "network"):
-            raise ValueError(f"render must be 'auto', 'photo' or 'network', got {self.render!r}")
-        if self.min_motion < 0:
-            raise ValueError(f"min_motion must be >= 0, got {self.min_motion}")
-        if not 0 <= self.residual <= 4:
-            raise ValueError(f"residual must be in [0, 4], got {self.residual}")
-
-
-@dataclass
-class PreparedSource:
-    """A portrait ready to animate: the photo, its crop box, the encoded avatar."""
-    image: np.ndarray          # the original photo, uint8 H×W×3
-    box: np.ndarray            # square crop box [x0, y0, side] in photo pixels
-    crop: np.ndarray           # the model-resolution crop, uint8
-    mask: np.ndarray           # what is animated: portrait mask ∪ face region of the crop, float [0, 1]
-    avatar: Avatar
-    reference_xy: torch.Tensor | None = None   # `drive_with_flow`'s map for the source's own θ_s, z_s
-    photo: "PhotoWarp | None" = None           # the photo render's state (render="photo")
-    landmarks: np.ndarray | None = None   # (468, 3) face mesh in crop coordinates, when the detector gave one
-
-
 class EmoPortraitsPipeline:
     """Reenactment from ordinary files: a photo and a driving video or image."""
 
     def __init__(self, model: EmoPortraits, *, detector=None, masker=None):
-        from .media.faces import FaceDetector
-        from .media.mask import PortraitMasker
-
         self.model = model.eval()
         self.detector = detector or FaceDetector()
-        self.masker = masker or PortraitMasker()
+        self.masker = masker or masks.PortraitMasker()
 
     @classmethod
     def from_pretrained(cls, model: PathLike, *, device: str | torch.device | None = None,
                         dtype: torch.dtype = torch.float32, mask_model: PathLike | None = None,
                         **kwargs) -> "EmoPortraitsPipeline":
         """Load a model folder or Hub repo (``model``) onto ``device`` (default: cuda, mps or cpu)."""
-        from .media.mask import PortraitMasker
-
         name = str(model)
         local = looks_local(name)
         if local and not os.path.isdir(os.path.expanduser(name)):
@@ -124,7 +75,7 @@ class EmoPortraitsPipeline:
             raise EmoPortraitsError(f"{name}: could not load the model ({type(e).__name__}: "
                                     f"{str(e).splitlines()[0] if str(e) else ''})") from None
         net = net.to(device=torch.device(device) if device else default_device(), dtype=dtype)
-        masker = PortraitMasker.from_file(mask_model) if mask_model else None
+        masker = masks.PortraitMasker.from_file(mask_model) if mask_model else None
         return cls(net, masker=masker, **kwargs)
 
     # ---- tensors ⇄ arrays ------------------------------------------------------------------------
@@ -140,11 +91,6 @@ class EmoPortraitsPipeline:
     @torch.inference_mode()
     def prepare_source(self, image: np.ndarray, *, name: str = "source", options: ReenactOptions | None = None
                        ) -> PreparedSource:
-        from .data.pose_labels import landmarks_to_crop
-        from .media.crop import crop, square_crop_box
-        from .media.faces import select_face
-        from .media.mask import binarize, face_region_mask
-
         opts = options or ReenactOptions()
         faces = self.detector.detect(image)
         face = select_face(faces, opts.face_index, name)
@@ -156,9 +102,9 @@ class EmoPortraitsPipeline:
         cropped = crop(image, box, size)
         # the segmenter can return nothing for a face it does not know (a dark-skinned, turned face):
         # the face region is always part of what is animated
-        mask = np.maximum(self.masker(cropped), face_region_mask(face, box, size))
+        mask = np.maximum(self.masker(cropped), masks.face_region_mask(face, box, size))
         # the released model was trained on sources with the background removed (binarised mask)
-        keep = torch.from_numpy(binarize(mask)).to(self.model.device, self.model.dtype)[None, None]
+        keep = torch.from_numpy(masks.binarize(mask)).to(self.model.device, self.model.dtype)[None, None]
         avatar = self.model.encode_source(self._to_tensor(cropped[None]), mask=keep)
         landmarks = None if face.landmarks is None else landmarks_to_crop(face.landmarks, box)
         reference, xy = self.model.drive_with_flow(avatar, z=avatar.z, theta=avatar.theta)
@@ -171,14 +117,10 @@ class EmoPortraitsPipeline:
     def _photo_warp(self, image: np.ndarray, face, box: np.ndarray, reference: torch.Tensor,
                     reference_xy: torch.Tensor, opts: ReenactOptions):
         """The photo render's state: the crop at the resolution it is pasted at (at most 1024²)."""
-        from .media.crop import crop
-        from .media.mask import face_region_mask
-        from .media.photo_warp import PhotoWarp
-
         side = int(np.clip(round(float(box[2])), 16, 1024))
         big = crop(image, box, side)
-        mask = np.maximum(self.masker(big), face_region_mask(face, box, side))
-        face_small = face_region_mask(face, box, self.model.config.image_size)
+        mask = np.maximum(self.masker(big), masks.face_region_mask(face, box, side))
+        face_small = masks.face_region_mask(face, box, self.model.config.image_size)
         return PhotoWarp(big, mask, reference_xy, reference, face=face_small, residual=opts.residual)
 
     @torch.inference_mode()
@@ -187,8 +129,6 @@ class EmoPortraitsPipeline:
         canonical frame of the head-pose labels (``data.pose_labels``), the convention in which the pose
         generator's ``initial_pose`` was trained. Its face mesh is fitted to the label template exactly as
         ``prepare-data`` labels a frame; without a mesh, the head-pose network on the unmasked crop."""
-        from .data.pose_labels import fit_pose
-
         # Not θ_s: it is estimated on the masked crop, which the head-pose network was not trained on
         # (with the demo model, 18° from the labels on average over the shared portraits; unmasked: 11°).
         if source.landmarks is not None:
@@ -206,8 +146,6 @@ class EmoPortraitsPipeline:
     def _driver_motion(self, frames: Iterator[np.ndarray], name: str, opts: ReenactOptions
                        ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Per frame: (raw 9 pose numbers, z) of the driver, with smoothed crop box and pose."""
-        from .media.crop import BoxSmoother, PoseSmoother, crop, square_crop_box
-
         size = self.model.config.image_size
         box_filter, pose_filter = BoxSmoother(opts.smooth), PoseSmoother(opts.smooth)
 
@@ -252,9 +190,6 @@ class EmoPortraitsPipeline:
     # ---- composition ------------------------------------------------------------------------------
     def _render(self, src: PreparedSource, z: torch.Tensor, theta: torch.Tensor, opts: ReenactOptions) -> np.ndarray:
         """One output frame for target (z, θ): rendered, masked and composed."""
-        from .media.crop import composite, green_key, paste_back
-        from .media.photo_warp import warp_mask
-
         image, xy = self.model.drive_with_flow(src.avatar, z=z, theta=theta)
         if src.photo is not None:
             rendered, mask = src.photo.render(xy, image, with_mask=not opts.paste_back)
@@ -282,10 +217,7 @@ class EmoPortraitsPipeline:
         without, an image driver returns the composed uint8 array.
         Keyword ``overrides`` set fields of ``ReenactOptions`` (e.g. ``relative=False``).
         """
-        from .media.image import is_image_path, load_image, save_image
-        from .media.video import VideoWriter, is_video_path, iter_frames, probe_video
-
-        opts = _options(options, overrides, "reenact")
+        opts = ReenactOptions.resolve(options, overrides, "reenact")
         src_name = str(source) if not isinstance(source, np.ndarray) else "source"
         drv_name = str(driver) if not isinstance(driver, np.ndarray) else "driver"
         source_image = load_image(source) if not isinstance(source, np.ndarray) else source
@@ -326,7 +258,7 @@ class EmoPortraitsPipeline:
         with VideoWriter(output, info.fps, audio_from=audio_from) as writer:
             frames = iter_frames(driver, max_frames=opts.max_frames)
             for i, image in enumerate(self._render_frames(src, frames, drv_name, opts)):
-                writer.write(_even(check(image)))
+                writer.write(even_sides(check(image)))
                 bar(i + 1, total)
             check.finish("does the driver's face move?")      # inside: a still result is not written
         return Path(output)
@@ -347,11 +279,7 @@ class EmoPortraitsPipeline:
         ``whisper``: a `WhisperFeatures`, or a Hub id / folder of a Whisper model matching the speech
         model's ``audio_dim`` (default openai/whisper-tiny).
         """
-        from .audio import WhisperFeatures, align_to_frames, load_audio, n_frames_for
-        from .media.image import load_image
-        from .media.video import VideoWriter, is_video_path, probe_video
-
-        opts = _options(options, overrides, "speak")
+        opts = ReenactOptions.resolve(options, overrides, "speak")
         if not is_video_path(output):
             raise MediaError(f"{output}: speech gives a video; use an .mp4 output")
         if opts.background == "transparent" and not opts.paste_back:
@@ -387,20 +315,18 @@ class EmoPortraitsPipeline:
         speech_model = speech_model.to(device).eval()
         z_seq = speech_model(src.avatar.z.float(), aligned[None].to(device)).to(self.model.dtype)
         if pose == "generated":
-            from .poses import generate_poses
-
-            motion = generate_poses(pose_model.to(device), whisper, samples, fps=fps, seed=pose_seed,
+            motion = poses.generate_poses(pose_model.to(device), whisper, samples, fps=fps, seed=pose_seed,
                                     temperature=pose_temperature, n_frames=n, features=features,
                                     initial_pose=self.initial_pose_for(src, pose_model))
-            poses = iter(motion.theta(src.avatar.theta)[:, None])     # θ_s · M_t, one (1, 4, 4) per frame
+            thetas = iter(motion.theta(src.avatar.theta)[:, None])     # θ_s · M_t, one (1, 4, 4) per frame
         else:
-            poses = self._pose_track(src, driver, opts)
+            thetas = self._pose_track(src, driver, opts)
         bar = self._progress(progress, n, Path(str(audio)).name)
         check = MotionCheck(src, Path(str(output)).name, opts.min_motion)
         with VideoWriter(output, fps, audio_from=audio) as writer:
             for t in range(n):
-                theta = next(poses)
-                writer.write(_even(check(self._render(src, z_seq[:, t], theta, opts))))
+                theta = next(thetas)
+                writer.write(even_sides(check(self._render(src, z_seq[:, t], theta, opts))))
                 bar(t + 1, n)
             check.finish("is there speech in the audio? if so, this model barely moves the mouth: "
                          "try generated head poses (--pose generated)" if pose == "still" else
@@ -409,8 +335,6 @@ class EmoPortraitsPipeline:
 
     def _pose_track(self, src: PreparedSource, driver: PathLike | None, opts: ReenactOptions) -> Iterator[torch.Tensor]:
         """Head poses, forever: the source's own, or a driver's motion (its last pose held at its end)."""
-        from .media.video import iter_frames
-
         theta = src.avatar.theta
         if driver is not None:
             first = None
@@ -436,7 +360,6 @@ class EmoPortraitsPipeline:
             return progress
         if not progress:
             return lambda done, n: None
-        from tqdm.auto import tqdm
         bar = tqdm(total=total, desc=desc, unit="frame")
 
         def update(done: int, n: int) -> None:
@@ -444,56 +367,3 @@ class EmoPortraitsPipeline:
             if done >= n:
                 bar.close()
         return update
-
-
-class MotionCheck:
-    """Refuses a video whose face never moved: a result equal to the photo is a failure that must
-    not be reported as success (e.g. a face the compositing mask missed).
-
-    Tracks the largest mean change from the first frame inside the portrait's face box (sampled
-    every 4th pixel) of the frames before encoding (no compression noise: an untouched face is exactly
-    0); `finish` raises a MediaError when it stayed below ``threshold`` (in /255) over more than one frame.
-    """
-
-    def __init__(self, src: PreparedSource, name: str, threshold: float = 0.5):
-        # 0.5/255: a change a viewer cannot see in a video, but far above rounding (0 when untouched)
-        from .media.crop import pixel_box
-
-        x0, y0, side = pixel_box(src.box)
-        h, w = src.image.shape[:2]
-        # the middle half of the crop box: the face, not the background the paste keeps
-        q = side // 4
-        self.region = (slice(max(0, y0 + q), min(h, y0 + side - q), 4), slice(max(0, x0 + q), min(w, x0 + side - q), 4))
-        self.name, self.threshold = name, threshold
-        self.first, self.largest, self.frames = None, 0.0, 0
-
-    def __call__(self, frame: np.ndarray) -> np.ndarray:
-        patch = frame[self.region][..., :3].astype(np.float32)
-        if self.first is None:
-            self.first = patch
-        else:
-            self.largest = max(self.largest, float(np.abs(patch - self.first).mean()))
-        self.frames += 1
-        return frame
-
-    def finish(self, hint: str) -> None:
-        if self.threshold > 0 and self.frames > 1 and self.largest < self.threshold:
-            raise MediaError(f"{self.name}: the portrait was not animated (its face changed by at most "
-                             f"{self.largest:.2f}/255 over {self.frames} frames; {hint}); nothing was written")
-
-
-def _options(options: ReenactOptions | None, overrides: dict, caller: str) -> ReenactOptions:
-    """The options object with keyword overrides applied, validated."""
-    opts = options or ReenactOptions()
-    for key, value in overrides.items():
-        if not hasattr(opts, key):
-            raise TypeError(f"{caller}() got an unknown option {key!r}")
-        setattr(opts, key, value)
-    opts.validate()
-    return opts
-
-
-def _even(image: np.ndarray) -> np.ndarray:
-    """H.264 yuv420p needs even sides: drop a last odd row/column."""
-    h, w = image.shape[:2]
-    return image[: h - h % 2, : w - w % 2]

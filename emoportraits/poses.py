@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .audio import SAMPLE_RATE, WhisperFeatures, align_to_frames, load_audio, n_frames_for
 from .errors import EmoPortraitsError, MediaError
 from .models.geometry import (apply_motion, matrix_to_angles, pose9_to_rigid, project_pose9, relative_pose9,
                               rigid_to_pose9)
@@ -147,8 +148,6 @@ def generate_poses(pose_model, whisper, audio, fps: float = 25.0, seed: int | No
     computed (``speak`` shares one Whisper pass between the speech and the pose model); ``whisper`` is
     then not used and may be None.
     """
-    from .audio import SAMPLE_RATE, WhisperFeatures, align_to_frames, load_audio, n_frames_for
-
     if not (fps > 0 and math.isfinite(fps)):
         raise ValueError(f"fps must be a positive number, got {fps!r}")
     if not (temperature >= 0 and math.isfinite(temperature)):

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..media import VideoWriter
+
 logger = logging.getLogger("emoportraits")
 
 RATE = 16000
@@ -100,8 +102,6 @@ def _espeak(path: Path, text: str) -> bool:
 
 def make_examples(folder: Path, *, use_espeak: bool = True) -> ExampleFiles:
     """Write the example files into ``folder`` (created); reuses files already there."""
-    from ..media.video import VideoWriter
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     files = ExampleFiles(folder / "astronaut.png", folder / "astronaut_moving.mp4", folder / "astronaut_tilted.png",

@@ -11,8 +11,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..audio import WhisperFeatures
 from ..bundle import DEFAULT_MODEL, component_path, default_model, is_official, resolve_model
 from ..errors import EmoPortraitsError
+from ..models import PoseGenerator, SpeechEncoder
+from ..pipelines import EmoPortraitsPipeline
 
 logger = logging.getLogger("emoportraits")
 
@@ -97,8 +100,6 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 def load_models(model: str | None = None, device: str | None = None) -> AppModels:
     """Load ``model`` (a folder or Hub repo; default ``$EMOPORTRAITS_MODEL``, else the bundled demo)."""
-    from ..pipelines import EmoPortraitsPipeline
-
     name = model or default_model()
     folder = _local_copy(resolve_model(name))      # `official`: downloaded here on first use
     pipeline = EmoPortraitsPipeline.from_pretrained(folder, device=device)
@@ -106,15 +107,12 @@ def load_models(model: str | None = None, device: str | None = None) -> AppModel
     shown = f"`{name}`"
 
     def load_speech(path):
-        from ..models import SpeechEncoder
         return SpeechEncoder.from_pretrained(path).to(pipeline.model.device).eval()
 
     def load_pose(path):
-        from ..models.pose_generator import PoseGenerator    # the speech-to-head-pose generator
         return PoseGenerator.from_pretrained(path).to(pipeline.model.device).eval()
 
     def load_whisper(path):
-        from ..audio import WhisperFeatures
         return WhisperFeatures(path, device=pipeline.model.device)
 
     speech = _part(folder, "speech", load_speech, missing,

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..media.crop import crop
+from .landmarks import MOUTH
 from .sequences import frame_energy, pearson
 
 REGION_SIDE = 128            # face / mouth regions are compared at this resolution
@@ -47,8 +49,6 @@ def expand_box(box, scale: float) -> np.ndarray:
 
 def region(frame: np.ndarray, square, side: int = REGION_SIDE) -> np.ndarray:
     """The square ``[x0, y0, side]`` of ``frame`` resized to side², uint8 (outside parts repeat the edge)."""
-    from ..media.crop import crop
-
     return crop(frame, square, side)
 
 
@@ -56,8 +56,6 @@ def mouth_box(landmarks: np.ndarray | None, face_box, scale: float = 1.5) -> np.
     """Square ``[x0, y0, side]`` around the mouth: centred on the 40 lip points of the face mesh, side
     ``scale`` × the lip width (room for an open jaw). Without a mesh: below the face-box centre,
     side 0.6 × the face width (where a frontal mouth sits)."""
-    from .landmarks import MOUTH
-
     if landmarks is not None:
         lips = np.asarray(landmarks)[list(MOUTH), :2]
         (x0, y0), (x1, y1) = lips.min(0), lips.max(0)

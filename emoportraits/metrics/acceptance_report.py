@@ -19,9 +19,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
 
+from ..audio import load_audio
 from ..errors import EmoPortraitsError, MediaError
+from ..media import (AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, iter_frames, load_image, probe_video,
+                     save_image)
+from ..media.crop import resize, square_crop_box
+from ..media.faces import select_face
+from ..pipelines import ReenactOptions
 from . import acceptance as acc
+from .identity import EVAL_EXTRA, DlibFaceEmbedder
+from .protocols import list_files
 from .report import Column, markdown_table, mean
 
 FACE_SCALE = 1.2              # face box → motion / no-op region
@@ -97,10 +106,6 @@ def find_pairs(portraits: str | None, videos: str | None, audio: str | None,
                limits: dict | None = None) -> list[Pair]:
     """Every portrait × video and portrait × audio pair of the folders, in sorted order. ``limits``:
     at most ``portraits`` / ``videos`` / ``audio`` files of each folder, ``pairs`` pairs in all."""
-    from ..media.image import IMAGE_EXTENSIONS
-    from ..media.video import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
-    from .protocols import list_files
-
     limits = limits or {}
     for key, value in limits.items():
         if value is not None and value < 1:
@@ -123,8 +128,6 @@ def find_pairs(portraits: str | None, videos: str | None, audio: str | None,
 
 def dlib_embedder():
     """dlib's descriptor, or a one-line error naming the [eval] extra (checked before any model loads)."""
-    from .identity import EVAL_EXTRA, DlibFaceEmbedder
-
     try:
         return DlibFaceEmbedder()
     except EmoPortraitsError:
@@ -151,11 +154,6 @@ class AcceptanceEvaluator:
         return acc.region(frame, acc.expand_box(face_box, self.embedder.crop_scale), 320)
 
     def portrait(self, path: Path) -> PortraitInfo:
-        from ..media.crop import square_crop_box
-        from ..media.faces import select_face
-        from ..media.image import load_image
-        from ..pipelines import ReenactOptions
-
         if path not in self._portraits:
             image = load_image(path)
             face = select_face(self.pipe.detector.detect(image), 0, str(path))
@@ -168,8 +166,6 @@ class AcceptanceEvaluator:
 
     # -- rendering --
     def render(self, pair: Pair, out: Path) -> Path:
-        from ..pipelines import ReenactOptions
-
         # the pipeline's own still-result refusal is off: a still result is measured (and flagged NO-OP)
         options = ReenactOptions(max_frames=self.max_frames, min_motion=0.0)
         if pair.kind == "video":
@@ -184,8 +180,6 @@ class AcceptanceEvaluator:
         return sorted({int(round(i)) for i in np.linspace(0, n - 1, min(self.sheet_frames, n))})
 
     def measure_output(self, video: Path, info: PortraitInfo) -> tuple[Frames, float]:
-        from ..media.video import iter_frames, probe_video
-
         meta = probe_video(video)
         shown, got = set(self._sheet_indices(meta.n_frames)), Frames()
         for t, frame in enumerate(iter_frames(video)):
@@ -200,9 +194,6 @@ class AcceptanceEvaluator:
         return got, meta.fps
 
     def measure_driver(self, video: Path, n: int, indices: list[int]) -> Frames:
-        from ..media.faces import select_face
-        from ..media.video import iter_frames
-
         got, square = Frames(), None
         for t, frame in enumerate(iter_frames(video, max_frames=n)):
             if square is None:
@@ -214,8 +205,6 @@ class AcceptanceEvaluator:
 
     def evaluate(self, pair: Pair, out: Path) -> dict:
         """Render, measure and write the sheet of one pair; its row of figures."""
-        from ..audio import load_audio
-
         start = time.perf_counter()
         info = self.portrait(pair.portrait)
         try:
@@ -246,8 +235,6 @@ class AcceptanceEvaluator:
         return row
 
     def write_sheet(self, path: Path, info: PortraitInfo, got: Frames, driver: Frames | None) -> Path:
-        from ..media.image import save_image
-
         times = sorted(got.shown)
         rows = []
         if driver is not None:
@@ -289,8 +276,6 @@ def _one_line_summary(row: dict) -> str:
 
 def _fit(image: np.ndarray | None, side: int) -> np.ndarray:
     """``image`` letterboxed into a white side² cell (aspect kept); None → a blank cell."""
-    from ..media.crop import resize
-
     cell = np.full((side, side, 3), 255, np.uint8)
     if image is None:
         return cell
@@ -304,8 +289,6 @@ def _fit(image: np.ndarray | None, side: int) -> np.ndarray:
 
 def contact_sheet(rows: list[tuple[str, list]], headers: list[str], cell: int = SHEET_CELL) -> np.ndarray:
     """A grid of labelled cells: one row per (label, images), one column header per column."""
-    from PIL import Image, ImageDraw
-
     label_w, header_h, pad = 96, 20, 2
     n_cols = max(len(images) for _, images in rows)
     W = label_w + n_cols * (cell + pad) + pad

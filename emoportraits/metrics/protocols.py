@@ -15,6 +15,14 @@ import numpy as np
 import torch
 
 from ..errors import EmoPortraitsError, MediaError
+from ..media import iter_frames, probe_video
+from ..media.crop import BoxSmoother, crop, square_crop_box
+from ..pipelines import ReenactOptions
+from .fid import FeatureExtractor, FIDConfig, fid_from_features
+from .identity import cosine_similarity, make_face_embedder
+from .image import l1_error, psnr, ssim
+from .landmarks import LandmarkDetector
+from .lpips import LPIPS
 from .report import mean
 
 
@@ -46,17 +54,13 @@ class Scorers:
     """The metric networks, built once and only when enabled; ``notes`` says what is off and why."""
 
     def __init__(self, cfg: EvalConfig):
-        from .landmarks import LandmarkDetector
-
         self.cfg, self.notes = cfg, []
         self.lpips = self.embedder = self.fid = None
         if cfg.lpips_weights:
-            from .lpips import LPIPS
             self.lpips = LPIPS.from_file(cfg.lpips_weights, cfg.lpips_backbone).to(cfg.device)
         else:
             self.notes.append("LPIPS: n/a — pass --lpips-weights FILE (layout: emoportraits.metrics.lpips)")
         if cfg.face_embedder:
-            from .identity import make_face_embedder
             try:
                 self.embedder = make_face_embedder(cfg.face_embedder, cfg.device)
             except EmoPortraitsError as e:
@@ -64,7 +68,6 @@ class Scorers:
         else:
             self.notes.append("CSIM: n/a — disabled (--face-embedder none)")
         if cfg.fid_extractor:
-            from .fid import FeatureExtractor, FIDConfig
             self.fid = FeatureExtractor(cfg.fid_extractor, FIDConfig(input_size=cfg.fid_input_size), cfg.device)
         else:
             self.notes.append("FID: n/a — pass --fid-extractor FILE (a TorchScript Inception feature network)")
@@ -74,7 +77,6 @@ class Scorers:
         """Mean CSIM of output crops (T, S, S, 3) against one reference crop (S, S, 3) or per-frame crops."""
         if self.embedder is None:
             return float("nan")
-        from .identity import cosine_similarity
         ref = self.embedder(reference if reference.ndim == 4 else reference[None])
         return mean(cosine_similarity(self.embedder(outputs), ref))
 
@@ -101,9 +103,6 @@ def list_files(folder: str | os.PathLike, extensions: tuple[str, ...], what: str
 
 def video_crops(pipeline, path: Path, cfg: EvalConfig) -> tuple[np.ndarray, float]:
     """Face crops (T, S, S, 3) of a video's frames as the pipeline crops drivers, and the fps they have."""
-    from ..media.crop import BoxSmoother, crop, square_crop_box
-    from ..media.video import iter_frames, probe_video
-
     size = pipeline.model.config.image_size
     smoother, box, crops = BoxSmoother(cfg.smooth), None, []
     limit = None if cfg.max_frames is None else cfg.max_frames * cfg.frame_stride
@@ -145,8 +144,6 @@ def render(pipeline, avatar, thetas: torch.Tensor, zs: torch.Tensor, batch_size:
 
 def transfer(pipeline, avatar, thetas: torch.Tensor, zs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The pipeline's relative motion transfer (driver motion since its first frame) for a whole clip."""
-    from ..pipelines import ReenactOptions
-
     dev = avatar.theta.device
     thetas, zs = thetas.to(dev), zs.to(dev, avatar.z.dtype)
     theta, z = pipeline.transfer(avatar, thetas, zs, (thetas[:1], zs[:1]), ReenactOptions(relative=True))
@@ -169,8 +166,6 @@ class Accumulator:
 
 def pixel_metrics(scorers: Scorers, outputs: np.ndarray, targets: np.ndarray, masks: np.ndarray) -> dict:
     """PSNR / SSIM / L1 / LPIPS raw and with the target's portrait mask (per-frame means)."""
-    from .image import l1_error, psnr, ssim
-
     p, t = to_tensor(outputs).double(), to_tensor(targets).double()
     m = torch.from_numpy(masks).double()[:, None]
     out = {"psnr": mean(psnr(p, t)), "ssim": mean(ssim(p, t)), "l1": mean(l1_error(p, t)),
@@ -184,7 +179,6 @@ def pixel_metrics(scorers: Scorers, outputs: np.ndarray, targets: np.ndarray, ma
 
 
 def fid_of(acc: Accumulator, real: list) -> float:
-    from .fid import fid_from_features
     if not acc.features or not real:
         return float("nan")
     return fid_from_features(np.concatenate(acc.features), np.concatenate(real))

@@ -16,6 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..losses.pca import latent_auc
+from ..media import iter_frames, load_image
+from ..pipelines import ReenactOptions
+from .landmarks import akd, motion_errors
+from .pose import head_poses, pose_errors
 from .protocols import (Accumulator, EvalConfig, Scorers, fid_of, motion, pixel_metrics, progress, render,
                         to_tensor, transfer, video_crops)
 from .report import Column, image_grid, markdown_table
@@ -61,9 +66,6 @@ def score_motion(pipeline, scorers: Scorers, acc: Accumulator, frames: np.ndarra
                  relative: bool, static: bool, positions: bool) -> np.ndarray | None:
     """Pose and landmark errors of ``frames`` against ``target``; ``static``: all frames are one image
     (the copy baseline), so it is measured once. Returns the frames' landmarks."""
-    from .landmarks import akd, motion_errors
-    from .pose import head_poses, pose_errors
-
     n = len(frames)
     one = frames[:1] if static else frames
     thetas = head_poses(pipeline.model, to_tensor(one), scorers.cfg.batch_size)
@@ -81,10 +83,6 @@ def score_motion(pipeline, scorers: Scorers, acc: Accumulator, frames: np.ndarra
 
 
 def run_cross(pipeline, sources: list[Path], drivers: list[Path], cfg: EvalConfig, scorers: Scorers) -> dict:
-    from ..losses.pca import latent_auc
-    from ..media.image import load_image
-    from ..pipelines import ReenactOptions
-
     clips = [load_clip(pipeline, d, cfg, scorers) for d in progress(drivers, len(drivers), "drivers", cfg.progress)]
     real = [f for f in (scorers.features(c.crops) for c in clips) if f is not None]
     ours, copy = Accumulator(), Accumulator()
@@ -120,9 +118,6 @@ def run_cross(pipeline, sources: list[Path], drivers: list[Path], cfg: EvalConfi
 
 
 def run_self(pipeline, videos: list[Path], cfg: EvalConfig, scorers: Scorers) -> dict:
-    from ..media.video import iter_frames
-    from ..pipelines import ReenactOptions
-
     ours, copy, real, grid = Accumulator(), Accumulator(), [], []
     for path in progress(videos, len(videos), "self-reenactment", cfg.progress):
         clip = load_clip(pipeline, path, cfg, scorers)

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..media import save_image
+from ..media.crop import resize
+
 
 @dataclass
 class Column:
@@ -40,8 +43,6 @@ def mean(values) -> float:
 
 def image_grid(cells: list[list[np.ndarray | None]], size: int = 128, pad: int = 2) -> np.ndarray:
     """Rows × columns of uint8 RGB images (None = blank), each resized to size², on a white canvas."""
-    from ..media.crop import resize
-
     n_rows, n_cols = len(cells), max(len(r) for r in cells)
     canvas = np.full((n_rows * (size + pad) + pad, n_cols * (size + pad) + pad, 3), 255, np.uint8)
     for i, row in enumerate(cells):
@@ -56,8 +57,6 @@ def image_grid(cells: list[list[np.ndarray | None]], size: int = 128, pad: int =
 def write_report(out: str | Path, name: str, title: str, sections: list[tuple[str, str]], notes: list[str],
                  grid: np.ndarray | None = None, command: str | None = None) -> Path:
     """``out/name.md`` with a title, the tables (heading, table) and notes; ``out/name.png`` with the grid."""
-    from ..media.image import save_image
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     text = [f"# {title}", ""]

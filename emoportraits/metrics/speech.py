@@ -14,6 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..audio import align_to_frames, load_audio
+from ..media import iter_frames, probe_video
+from ..pipelines import ReenactOptions
 from .protocols import Accumulator, EvalConfig, Scorers, fid_of, progress, render, transfer
 from .reenactment import COPY, OURS, UNITS, load_clip, score_motion
 from .report import Column, image_grid, markdown_table
@@ -31,10 +34,6 @@ PAPER_SPEECH = [{"method": "EMOPortraits (paper, HDTF)", "fid": 28.5, "MP": 2.53
 @torch.inference_mode()
 def run_speech(pipeline, clips: list[Path], speech_model, whisper, cfg: EvalConfig, scorers: Scorers,
                pose: str = "gt") -> dict:
-    from ..audio import align_to_frames, load_audio
-    from ..media.video import iter_frames
-    from ..pipelines import ReenactOptions
-
     if pose not in ("gt", "still"):
         raise ValueError(f"pose must be 'gt' or 'still', got {pose!r}")
     accs = {OURS: Accumulator(), STILL: Accumulator(), COPY: Accumulator()}
@@ -80,5 +79,4 @@ def run_speech(pipeline, clips: list[Path], speech_model, whisper, cfg: EvalConf
 
 
 def _clip_fps(path: Path, cfg: EvalConfig) -> float:
-    from ..media.video import probe_video
     return probe_video(path).fps / cfg.frame_stride
