@@ -92,11 +92,7 @@ def _speak_parser(sub) -> None:
     p.add_argument("--pose", default="still",
                    help="still (default), generated (head motion generated from the speech, starting from the "
                         "portrait's head pose) or driver:VIDEO (head motion of a video)")
-    p.add_argument("--pose-model", metavar="DIR_OR_REPO",
-                   help="with --pose generated: PoseGenerator folder or Hub repo (default: the model bundle's pose/)")
-    p.add_argument("--seed", type=int, metavar="N", help="with --pose generated: seed of the motion (default: random)")
-    p.add_argument("--temperature", type=float, default=1.0, metavar="T",
-                   help="with --pose generated: variety of the motion, 0 = deterministic (default: 1)")
+    _pose_generation_arguments(p, "with --pose generated: ")
     p.add_argument("--fps", type=float, default=25.0, help="frame rate of the output (default: 25)")
     _rendering_arguments(p)
     p.set_defaults(func=commands.speak)
@@ -119,12 +115,9 @@ def _poses_parser(sub) -> None:
     p.add_argument("--model", metavar="DIR_OR_REPO",
                    help="model bundle whose pose/ and whisper/ parts are used (default: $EMOPORTRAITS_MODEL, "
                         "else the bundled model)")
-    p.add_argument("--pose-model", metavar="DIR_OR_REPO", help="PoseGenerator folder or Hub repo (default: MODEL/pose)")
     p.add_argument("--whisper", metavar="ID_OR_DIR",
                    help="the Whisper model the pose model was trained with (default: MODEL/whisper)")
-    p.add_argument("--seed", type=int, metavar="N", help="seed of the motion (default: random)")
-    p.add_argument("--temperature", type=float, default=1.0, metavar="T",
-                   help="variety of the motion, 0 = deterministic (default: 1)")
+    _pose_generation_arguments(p)
     p.add_argument("--fps", type=float, default=25.0, help="poses per second (default: 25)")
     p.add_argument("--device", help="cpu, cuda, mps … (default: cpu)")
     p.set_defaults(func=commands.poses)
@@ -176,6 +169,15 @@ def _evaluate_parser(sub) -> None:
     p.add_argument("--whisper", metavar="ID_OR_DIR", help="Whisper encoder (default: the bundle's whisper/)")
     p.add_argument("--device", help="cpu, cuda, mps … (default: the best available)")
     p.set_defaults(func=commands.evaluate)
+
+
+def _pose_generation_arguments(p: argparse.ArgumentParser, when: str = "") -> None:
+    """The pose generator and its draw, shared by `poses` and `speak` (``when``: the help's condition)."""
+    p.add_argument("--pose-model", metavar="DIR_OR_REPO",
+                   help=f"{when}PoseGenerator folder or Hub repo (default: the model bundle's pose/)")
+    p.add_argument("--seed", type=int, metavar="N", help=f"{when}seed of the motion (default: random)")
+    p.add_argument("--temperature", type=float, default=1.0, metavar="T",
+                   help=f"{when}variety of the motion, 0 = deterministic (default: 1)")
 
 
 def _rendering_arguments(p: argparse.ArgumentParser) -> None:

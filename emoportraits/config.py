@@ -2,7 +2,8 @@
 
 Every architectural size is a field, so the released 512² network and the small CPU/test networks
 are the same code with different numbers. The config is a plain dataclass; ``to_dict`` /
-``from_dict`` are what ``config.json`` holds (the Hub mixin serialises it for us).
+``from_dict`` (``ConfigBase``, shared by every model config of the package) are what ``config.json``
+holds (the Hub mixin serialises it for us).
 """
 from __future__ import annotations
 
@@ -19,17 +20,36 @@ def _tuplify(value: Any) -> Any:
     return value
 
 
-def dataclass_from_dict(cls, data: dict):
-    """A config dataclass from its dict (config.json), refusing unknown fields: a typo or another
-    model's config must not load silently."""
-    unknown = sorted(set(data) - {f.name for f in fields(cls)})
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown fields {unknown}; is this the config.json of another model?")
-    return cls(**data)
+class ConfigBase:
+    """What every model config dataclass of the package shares, written once: ``to_dict`` / ``from_dict``
+    (what ``config.json`` holds; unknown fields are refused, so a typo or another model's config does not
+    load silently) and the checks of its numbers, whose errors name the config and the field."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown fields {unknown}; is this the config.json of another model?")
+        return cls(**data)
+
+    def check_positive_integers(self, *names: str) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if int(value) != value or value < 1:
+                raise ValueError(f"{type(self).__name__}.{name} must be a positive integer, got {value!r}")
+
+    def check_fraction(self, name: str) -> None:
+        """``name`` in [0, 1) (a dropout probability)."""
+        value = getattr(self, name)
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{type(self).__name__}.{name} must be in [0, 1), got {value!r}")
 
 
 @dataclass
-class EmoPortraitsConfig:
+class EmoPortraitsConfig(ConfigBase):
     # ---- images -------------------------------------------------------------------------------
     image_size: int = 512                 # source/driver/output resolution (square)
     norm_groups: int = 32                 # GroupNorm groups everywhere in the generator
@@ -124,14 +144,6 @@ class EmoPortraitsConfig:
                   *self.warp_channels, *self.unet_channels, self.dec_channels, *self.dec_up_channels,
                   self.embed_channels, *self.idt_widths, *self.exp_widths):
             need(c % self.norm_groups == 0, f"{c} channels are not divisible by norm_groups={self.norm_groups}")
-
-    # ---- (de)serialisation ---------------------------------------------------------------------
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "EmoPortraitsConfig":
-        return dataclass_from_dict(cls, data)
 
     # ---- presets -------------------------------------------------------------------------------
     @classmethod

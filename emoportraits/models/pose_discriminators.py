@@ -14,16 +14,16 @@ audio (B, T, k, D) or (B, T, k·D). Both return one score per sequence, (B,).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..config import dataclass_from_dict
+from ..config import ConfigBase
 
 
 @dataclass
-class PoseDiscriminatorConfig:
+class PoseDiscriminatorConfig(ConfigBase):
     audio_dim: int = 384              # Whisper d_model
     audio_frames_per_step: int = 2    # k
     patch: int = 8                    # N: frames per patch of the local critic
@@ -38,20 +38,11 @@ class PoseDiscriminatorConfig:
         return cls(audio_dim=32, local_channels=16, global_channels=16, global_blocks=1, audio_hidden=16)
 
     def __post_init__(self):
-        for name in ("audio_dim", "audio_frames_per_step", "patch", "local_layers", "local_channels",
-                     "global_channels", "global_blocks", "audio_hidden"):
-            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
-                raise ValueError(f"PoseDiscriminatorConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
+        self.check_positive_integers("audio_dim", "audio_frames_per_step", "patch", "local_layers", "local_channels",
+                                     "global_channels", "global_blocks", "audio_hidden")
         if self.patch < 2 * self.local_layers - 1:
             raise ValueError(f"PoseDiscriminatorConfig.patch ({self.patch}) is too small for {self.local_layers} "
                              f"layers (>= {2 * self.local_layers - 1})")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "PoseDiscriminatorConfig":
-        return dataclass_from_dict(cls, data)
 
 
 def patch_kernels(patch: int, layers: int) -> list[int]:

@@ -28,21 +28,21 @@ result a rotation.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from ..config import dataclass_from_dict
+from ..config import ConfigBase
 from ..windows import window_starts, window_weights
 from .geometry import IDENTITY_6D, matrix_to_pose9, pose9_to_matrix
 from .hub import HUB_MIXIN_KWARGS, load_pretrained, save_weights
 
 
 @dataclass
-class PoseGeneratorConfig:
+class PoseGeneratorConfig(ConfigBase):
     audio_dim: int = 384              # Whisper d_model (whisper-tiny: 384)
     audio_frames_per_step: int = 2    # k Whisper frames per video frame (align_to_frames)
     hidden: int = 256                 # H: the Transformer's width
@@ -63,10 +63,8 @@ class PoseGeneratorConfig:
                    noise_dim=4, window=32, dropout=0.0)
 
     def __post_init__(self):
-        for name in ("audio_dim", "audio_frames_per_step", "hidden", "num_layers", "num_heads", "ffn_dim",
-                     "res_blocks", "kernel_size", "window"):
-            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
-                raise ValueError(f"PoseGeneratorConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
+        self.check_positive_integers("audio_dim", "audio_frames_per_step", "hidden", "num_layers", "num_heads",
+                                     "ffn_dim", "res_blocks", "kernel_size", "window")
         if self.noise_dim < 0 or int(self.noise_dim) != self.noise_dim:
             raise ValueError(f"PoseGeneratorConfig.noise_dim must be an integer >= 0, got {self.noise_dim!r}")
         if self.hidden % self.num_heads:
@@ -75,15 +73,7 @@ class PoseGeneratorConfig:
             raise ValueError(f"PoseGeneratorConfig.kernel_size must be odd (same-length convolutions), got {self.kernel_size}")
         if self.window < 8:
             raise ValueError(f"PoseGeneratorConfig.window must be >= 8 frames, got {self.window}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"PoseGeneratorConfig.dropout must be in [0, 1), got {self.dropout!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "PoseGeneratorConfig":
-        return dataclass_from_dict(cls, data)
+        self.check_fraction("dropout")
 
 
 class ResBlock1d(nn.Module):

@@ -20,19 +20,19 @@ instead, a small model spends its first thousands of steps just finding z_0 agai
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from ..config import dataclass_from_dict
+from ..config import ConfigBase
 from .hub import HUB_MIXIN_KWARGS, load_pretrained, save_weights
 
 
 @dataclass
-class SpeechEncoderConfig:
+class SpeechEncoderConfig(ConfigBase):
     z_dim: int = 128                  # expression latent size (EmoPortraitsConfig.z_dim)
     audio_dim: int = 384              # Whisper d_model (whisper-tiny: 384, base: 512, small: 768)
     audio_frames_per_step: int = 2    # k Whisper frames per video frame (align_to_frames)
@@ -46,18 +46,8 @@ class SpeechEncoderConfig:
         return cls(z_dim=16, audio_dim=32, audio_frames_per_step=2, hidden=32, num_layers=2)
 
     def __post_init__(self):
-        for name in ("z_dim", "audio_dim", "audio_frames_per_step", "hidden", "num_layers"):
-            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
-                raise ValueError(f"SpeechEncoderConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"SpeechEncoderConfig.dropout must be in [0, 1), got {self.dropout!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "SpeechEncoderConfig":
-        return dataclass_from_dict(cls, data)
+        self.check_positive_integers("z_dim", "audio_dim", "audio_frames_per_step", "hidden", "num_layers")
+        self.check_fraction("dropout")
 
 
 def _mlp(dims: list[int], dropout: float) -> nn.Sequential:
