@@ -21,21 +21,11 @@ ROOT = REPO / PACKAGE
 
 # (importing module, imported module, name): private names still crossing modules inside
 # emoportraits/data, to be made public or moved by the work on issue 20, which owns that package
-ALLOWED_PRIVATE: set[tuple[str, str, str]] = {
-    ("emoportraits.data.parts", "emoportraits.data.prepare", "_Manifest"),
-    ("emoportraits.data.speech", "emoportraits.data.pairs", "_as_shards"),
-    ("emoportraits.data.speech", "emoportraits.data.pairs", "_split_key"),
-    ("emoportraits.data.speech", "emoportraits.data.pairs", "_to_tensor"),
-    ("emoportraits.data.wds", "emoportraits.data.shards", "_fsync_dir"),
-    ("emoportraits.data.wds", "emoportraits.data.shards", "_npy_bytes"),
-}
+ALLOWED_PRIVATE: set[tuple[str, str, str]] = set()
 
 # imports (importer, imported) that close the import cycles still present, all in emoportraits/data and
 # owned by issue 20; the graph without them has no cycle
 ALLOWED_CYCLE_EDGES: set[tuple[str, str]] = {
-    ("emoportraits.data.prepare", "emoportraits.cli"),          # run_command: import it from emoportraits.console
-    ("emoportraits.data.parts", "emoportraits.data.prepare"),   # _Manifest
-    ("emoportraits.data.recipes", "emoportraits.data.prepare"),  # discover_videos
     ("emoportraits.data.pose_labels", "emoportraits.data.shards"),   # ShardDataset (shards imports pose_labels)
 }
 

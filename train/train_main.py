@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     parser, args, cfg = parse_config_args(TrainConfig, argv, __doc__, "train/configs/", OPTIONS)
     if not cfg.data:
         parser.error("the configuration has no data sources (data: [{path: …, name: …}])")
-    from emoportraits.cli import run_command
+    from emoportraits.console import run_command
 
     return run_command(lambda _: train(cfg, args), args, "train_main.py", "interrupted; rerun to resume")
 

@@ -47,13 +47,13 @@ def _mix(*values: int) -> int:
     return h >> 1
 
 
-def _split_key(key) -> tuple[int, int | None]:
+def split_key(key) -> tuple[int, int | None]:
     if isinstance(key, (tuple, list)):
         return int(key[0]), int(key[1])
     return int(key), None
 
 
-def _as_shards(shards):
+def as_shards(shards):
     """A prepared folder for random access (`ClipStore`); a reader given as is is kept."""
     return shards if isinstance(shards, (ShardDataset, ClipStore)) else ClipStore(shards)
 
@@ -88,8 +88,8 @@ def make_pair(clip, rng: np.random.Generator, *, resolution: int | None = None,
     b = int(rng.integers(n - 1))
     b += b >= a
     which = [a, b]
-    images = _to_tensor(clip.frames(which), resolution)
-    masks = _to_tensor(clip.masks(which), resolution)
+    images = frames_to_tensor(clip.frames(which), resolution)
+    masks = frames_to_tensor(clip.masks(which), resolution)
     poses = torch.from_numpy(np.asarray(clip.poses(which), np.float32))
     eyes = torch.from_numpy(eye_centers(clip.landmarks(which)).astype(np.float32))
     thetas = theta_from_raw9(poses)
@@ -106,7 +106,7 @@ def make_pair(clip, rng: np.random.Generator, *, resolution: int | None = None,
             "source_eye_centers": eyes[0], "driver_eye_centers": eyes[1], "frames": torch.tensor(which)}
 
 
-def _to_tensor(images: np.ndarray, resolution: int | None) -> torch.Tensor:
+def frames_to_tensor(images: np.ndarray, resolution: int | None) -> torch.Tensor:
     """uint8 (k, H, W, 3) or (k, H, W) → float (k, C, R, R) in [0, 1]."""
     x = torch.from_numpy(np.ascontiguousarray(images))
     x = x.permute(0, 3, 1, 2) if x.ndim == 4 else x[:, None]
@@ -140,7 +140,7 @@ class PairDataset(Dataset):
 
     def __init__(self, shards, resolution: int | None = None, augment: MotionAugment | None = MotionAugment(),
                  *, seed: int = 0, dataset_id: int | None = None, pair_jitter: float = 0.0):
-        self.shards = _as_shards(shards)
+        self.shards = as_shards(shards)
         self.resolution = resolution
         self.augment = augment
         self.pair_jitter = float(pair_jitter)
@@ -156,7 +156,7 @@ class PairDataset(Dataset):
         return len(self.clips)
 
     def __getitem__(self, key) -> dict:
-        i, draw = _split_key(key)
+        i, draw = split_key(key)
         if not 0 <= i < len(self):
             raise IndexError(f"pair {i} out of range (0 … {len(self) - 1})")
         clip = int(self.clips[i])
@@ -172,7 +172,7 @@ class FrameDataset(Dataset):
     head-pose network."""
 
     def __init__(self, shards, resolution: int | None = None):
-        self.shards = _as_shards(shards)
+        self.shards = as_shards(shards)
         self.resolution = resolution
         self.starts = np.concatenate([[0], np.cumsum(self.shards.n_frames)])
 
@@ -180,13 +180,13 @@ class FrameDataset(Dataset):
         return int(self.starts[-1])
 
     def __getitem__(self, key) -> dict:
-        j, _ = _split_key(key)
+        j, _ = split_key(key)
         if not 0 <= j < len(self):
             raise IndexError(f"frame {j} out of range (0 … {len(self) - 1})")
         clip = int(np.searchsorted(self.starts, j, side="right") - 1)
         k = int(j - self.starts[clip])
-        image = _to_tensor(self.shards.read_frames(clip, [k]), self.resolution)[0]
-        mask = _to_tensor(self.shards.read_masks(clip, [k]), self.resolution)[0]
+        image = frames_to_tensor(self.shards.read_frames(clip, [k]), self.resolution)[0]
+        mask = frames_to_tensor(self.shards.read_masks(clip, [k]), self.resolution)[0]
         pose = torch.from_numpy(self.shards.read_poses(clip, [k]).astype(np.float32))
         return {"image": image, "mask": mask, "pose": pose[0], "theta": theta_from_raw9(pose)[0],
                 "identity": int(self.shards.identity_ids[clip]), "clip": clip, "frame": k}
@@ -204,7 +204,7 @@ class MixedDataset(Dataset):
         return self.offsets[-1]
 
     def __getitem__(self, key):
-        i, draw = _split_key(key)
+        i, draw = split_key(key)
         if not 0 <= i < len(self):
             raise IndexError(f"item {i} out of range (0 … {len(self) - 1})")
         d = bisect.bisect_right(self.offsets, i) - 1

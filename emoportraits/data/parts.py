@@ -14,6 +14,8 @@ folder (or N folders copied together afterwards). The last part to finish merges
 """
 from __future__ import annotations
 
+import json
+import os
 import zlib
 from pathlib import Path
 
@@ -195,7 +197,6 @@ def convert_v1(old, new, *, shard_size_mb: float = 256) -> dict:
     stored JPEG/PNG bytes, labels and audio are copied as they are (no re-encoding)."""
     import io
 
-    from .prepare import _Manifest
     from .shards import FORMAT as V1, ShardDataset
 
     old, new = Path(old), Path(new)
@@ -211,7 +212,7 @@ def convert_v1(old, new, *, shard_size_mb: float = 256) -> dict:
     settings.update(format=FORMAT, version=VERSION, converted_from=str(old))
     write_json_atomic(d / "prepare.json", settings, indent=1)
     records: dict[str, dict] = {}
-    manifest = _Manifest(d / "manifest.jsonl")
+    manifest = Manifest(d / "manifest.jsonl")
 
     def commit(shard, recs):
         manifest.append(recs)
@@ -234,3 +235,23 @@ def convert_v1(old, new, *, shard_size_mb: float = 256) -> dict:
     finish_part(new, part, records, settings)
     return merge(new)
 
+
+class Manifest:
+    """The append-only, fsynced record of finished videos (one json line each) of a prepare run."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # a torn last line from a crash: start the next record on a fresh line
+        torn = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+        self._f = open(path, "a", encoding="utf-8")
+        if torn:
+            self._f.write("\n")
+
+    def append(self, records: list[dict]) -> None:
+        for r in records:
+            self._f.write(json.dumps(r, separators=(",", ":")) + "\n")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        self._f.close()

@@ -54,8 +54,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..console import run_command
 from ..errors import EmoPortraitsError
 from . import parts as _parts
+from .parts import Manifest
+from .recipes import discover_videos
 from .shards import read_json, write_json_atomic
 from .wds import FORMAT, VERSION, SampleWriter
 
@@ -69,20 +72,6 @@ AUDIO_RATE = 16000               # --with-audio: stored sample rate (Whisper's)
 
 
 # ---- videos -------------------------------------------------------------------------------------
-
-def discover_videos(root) -> list[str]:
-    """Relative POSIX paths of all video files under ``root`` (hidden entries skipped), sorted."""
-    from ..media.video import VIDEO_EXTENSIONS
-
-    root = Path(root)
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            if not name.startswith(".") and Path(name).suffix.lower() in VIDEO_EXTENSIONS:
-                found.append(Path(dirpath, name).relative_to(root).as_posix())
-    return sorted(found)
-
 
 def describe_video(rel: str, recipe: str | None = None) -> dict:
     """identity / video / clip / key of a video's relative path (under ``recipe``'s layout if given)."""
@@ -301,25 +290,6 @@ def _read_manifest(path: Path) -> dict[str, dict]:
     return records
 
 
-class _Manifest:
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # a torn last line from a crash: start the next record on a fresh line
-        torn = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
-        self._f = open(path, "a", encoding="utf-8")
-        if torn:
-            self._f.write("\n")
-
-    def append(self, records: list[dict]) -> None:
-        for r in records:
-            self._f.write(json.dumps(r, separators=(",", ":")) + "\n")
-        self._f.flush()
-        os.fsync(self._f.fileno())
-
-    def close(self) -> None:
-        self._f.close()
-
-
 @contextlib.contextmanager
 def _lock(out: Path):
     """One prepare run per output folder (per part folder) at a time."""
@@ -457,7 +427,7 @@ def prepare_dataset(videos, out, dataset_name: str, *, resolution: int = 512, fr
 def _process_all(cfg: dict, out: Path, state: Path, part, pending: list[str], workers: int,
                  summary: PrepareSummary, progress: bool) -> None:
     """Run the videos ``pending`` through ``workers`` processes, logging each finished one."""
-    manifest = _Manifest(state / "manifest.jsonl")
+    manifest = Manifest(state / "manifest.jsonl")
     bar = _bar(progress, len(pending), cfg["dataset"])
     # a shard name never reused: the part, then the run's time and a random tag
     run_id = _parts.shard_prefix(part) + time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
@@ -623,7 +593,6 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Prepare a training set (crops, masks, head-pose labels) from videos.")
     add_arguments(parser)
     args = parser.parse_args(argv)
-    from ..cli import run_command
     return run_command(run, args, parser.prog, "interrupted; rerun the command to resume")
 
 

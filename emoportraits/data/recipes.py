@@ -21,11 +21,13 @@ Hub made beforehand, e.g.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import EmoPortraitsError
+from ..media.video import VIDEO_EXTENSIONS
 
 __all__ = ["RECIPES", "Recipe", "discover", "describe", "apply_defaults", "BASE_DEFAULTS"]
 
@@ -74,7 +76,6 @@ def describe(name: str, rel: str) -> dict:
 
 def discover(name: str, root) -> list[str]:
     """The recipe's videos under ``root`` (relative POSIX paths, sorted); refuses another layout."""
-    from .prepare import discover_videos
 
     recipe = _recipe(name)
     found = [r for r in discover_videos(root) if Path(r).suffix.lower() == ".mp4"]
@@ -99,3 +100,15 @@ def apply_defaults(args: argparse.Namespace) -> None:
     for dest, value in {**BASE_DEFAULTS, **(recipe.defaults if recipe else {})}.items():
         if getattr(args, dest, None) is None:
             setattr(args, dest, value)
+
+
+def discover_videos(root) -> list[str]:
+    """Relative POSIX paths of all video files under ``root`` (hidden entries skipped), sorted."""
+    root = Path(root)
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if not name.startswith(".") and Path(name).suffix.lower() in VIDEO_EXTENSIONS:
+                found.append(Path(dirpath, name).relative_to(root).as_posix())
+    return sorted(found)

@@ -78,7 +78,7 @@ def decode_image(data: bytes) -> np.ndarray:
         return np.asarray(im)
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
+def npy_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
     return buf.getvalue()
@@ -104,7 +104,7 @@ def write_json_atomic(path, data, indent: int | None = None) -> None:
             tmp.unlink()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -182,8 +182,8 @@ class ShardWriter:
         header = dict(meta, key=key, n_frames=n)
         header["frames"] = [self._add(f"{key}/{i:06d}.jpg", b) for i, b in enumerate(frames)]
         header["masks"] = [self._add(f"{key}/{i:06d}.png", b) for i, b in enumerate(masks)]
-        header["poses"] = self._add(f"{key}/pose.npy", _npy_bytes(np.asarray(poses, np.float32)))
-        header["landmarks"] = self._add(f"{key}/landmarks.npy", _npy_bytes(np.asarray(landmarks, np.float16)))
+        header["poses"] = self._add(f"{key}/pose.npy", npy_bytes(np.asarray(poses, np.float32)))
+        header["landmarks"] = self._add(f"{key}/landmarks.npy", npy_bytes(np.asarray(landmarks, np.float16)))
         offset, size = self._add(f"{key}/meta.json", json.dumps(header, separators=(",", ":")).encode())
         record = dict(extra or {}, key=key, shard=f"shards/{self._name}", offset=offset, size=size, n_frames=n)
         self._records.append(record)
@@ -204,7 +204,7 @@ class ShardWriter:
             os.fsync(f.fileno())
             f.close()
             os.replace(tmp, self.dir / name)
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         except BaseException:
             f.close()
             tmp.unlink(missing_ok=True)

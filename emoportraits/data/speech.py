@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from ..audio import align_to_frames
 from ..models.geometry import theta_from_raw9
-from .pairs import _as_shards, _split_key, _to_tensor
+from .pairs import as_shards, split_key, frames_to_tensor
 
 __all__ = ["SpeechClipDataset", "collate_clips"]
 
@@ -45,7 +45,7 @@ class SpeechClipDataset(Dataset):
 
     def __init__(self, shards, whisper, clip_frames=(50, 200), resolution: int | None = None, seed: int = 0,
                  *, frames_per_step: int = 2, cache_size: int | None = None, segment=(0.0, 1.0)):
-        self.shards = _as_shards(shards)
+        self.shards = as_shards(shards)
         self.whisper = whisper
         lo, hi = (int(clip_frames), int(clip_frames)) if np.isscalar(clip_frames) else map(int, clip_frames)
         if lo < 2 or hi < lo:
@@ -127,7 +127,7 @@ class SpeechClipDataset(Dataset):
         return clip, start, length
 
     def __getitem__(self, key) -> dict:
-        i, draw = _split_key(key)
+        i, draw = split_key(key)
         if not 0 <= i < len(self):
             raise IndexError(f"clip {i} out of range (0 … {len(self) - 1})")
         clip, start, length = self.window(i, draw)
@@ -137,8 +137,8 @@ class SpeechClipDataset(Dataset):
         src = np.asarray(h["frame_indices"], np.int64)[which]
         feats = self.features(clip)
         audio = align_to_frames(feats, int(src.max()) + 1, fps, self.k)[torch.from_numpy(src)]
-        images = _to_tensor(self.shards.read_frames(clip, which), self.resolution)
-        masks = _to_tensor(self.shards.read_masks(clip, which), self.resolution)
+        images = frames_to_tensor(self.shards.read_frames(clip, which), self.resolution)
+        masks = frames_to_tensor(self.shards.read_masks(clip, which), self.resolution)
         poses = torch.from_numpy(self.shards.read_poses(clip, which).astype(np.float32))
         return {"images": images, "masks": masks, "poses": poses, "thetas": theta_from_raw9(poses),
                 "audio": audio.float(), "clip": clip, "start": start,

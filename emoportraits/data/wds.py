@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .shards import _fsync_dir, _npy_bytes, decode_image
+from .shards import fsync_dir, npy_bytes, decode_image
 
 __all__ = ["FORMAT", "VERSION", "SampleWriter", "Clip", "iter_clips", "read_clip_at", "split_member"]
 
@@ -128,7 +128,7 @@ class SampleWriter:
             name = f"{key}/{i:06d}"
             self._add(f"{name}.jpg", frames[i])
             self._add(f"{name}.mask.png", masks[i])
-            at = self._add(f"{name}.landmarks.npy", _npy_bytes(landmarks[i]))
+            at = self._add(f"{name}.landmarks.npy", npy_bytes(landmarks[i]))
             lm0 = lm0 or at
             info = dict(meta, clip=key, frame=i, n_frames=n, frame_index=int(indices[i]),
                         pose=[float(v) for v in poses[i]])
@@ -137,7 +137,7 @@ class SampleWriter:
             if "scores" in per_frame:
                 info["score"] = per_frame["scores"][i]
             if starts is not None:
-                self._add(f"{name}.audio.npy", _npy_bytes(np.asarray(audio[starts[i]:starts[i + 1]], np.int16)))
+                self._add(f"{name}.audio.npy", npy_bytes(np.asarray(audio[starts[i]:starts[i + 1]], np.int16)))
                 info.update(audio_start=starts[i], audio_sample_rate=int(audio_rate))
             self._add(f"{name}.json", json.dumps(info, separators=(",", ":")).encode())
         record = dict(extra or {}, key=key, shard=f"shards/{self._name}", start=start, end=self.size,
@@ -160,7 +160,7 @@ class SampleWriter:
             os.fsync(f.fileno())
             f.close()
             os.replace(tmp, self.dir / name)
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         except BaseException:
             f.close()
             tmp.unlink(missing_ok=True)
