@@ -26,15 +26,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import secrets
 import tarfile
 from pathlib import Path
 
 import numpy as np
 
-from .shards import fsync_dir, npy_bytes, decode_image
+from .shards import ShardWriter, decode_image, npy_bytes
 
 __all__ = ["FORMAT", "VERSION", "SampleWriter", "Clip", "iter_clips", "read_clip_at", "split_member"]
 
@@ -53,7 +51,7 @@ def split_member(name: str):
 
 # ---- writing ------------------------------------------------------------------------------------
 
-class SampleWriter:
+class SampleWriter(ShardWriter):
     """Append whole clips (one sample per frame) to tar shards of about ``max_bytes`` each.
 
     A clip is durable once its shard is committed (when the shard grows past ``max_bytes``, on
@@ -61,42 +59,6 @@ class SampleWriter:
     to ``root`` and a record per clip: key, shard, start/end (the byte range of the clip's members),
     n_frames, landmarks (offset/size of frame 0's landmarks), plus the ``extra`` given to `add_clip`.
     """
-
-    def __init__(self, root, prefix: str, max_bytes: int = 256 << 20, on_commit=None):
-        self.root = Path(root)
-        self.dir = self.root / "shards"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.prefix, self.max_bytes, self.on_commit = prefix, int(max_bytes), on_commit
-        self._seq = 0
-        self._file = self._tar = self._tmp = self._name = None
-        self._records: list[dict] = []
-        self.committed: list[str] = []
-
-    def __enter__(self) -> "SampleWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.close() if exc_type is None else self.abort()
-
-    def _open(self) -> None:
-        # a name never reused by a later run: the prefix carries the run id
-        self._name = f"{self.prefix}-{self._seq:05d}.tar"
-        self._seq += 1
-        self._tmp = self.dir / f".{self._name}.{secrets.token_hex(4)}.tmp"
-        self._file = open(self._tmp, "wb")
-        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)
-        self._records = []
-
-    def _add(self, name: str, data: bytes) -> list[int]:
-        info = tarfile.TarInfo(name)
-        info.size, info.mode, info.mtime = len(data), 0o644, 0
-        self._tar.addfile(info, io.BytesIO(data))
-        padded = -(-len(data) // _BLOCK) * _BLOCK
-        return [self._tar.offset - padded, len(data)]
-
-    @property
-    def size(self) -> int:
-        return self._tar.offset if self._tar is not None else 0
 
     def add_clip(self, key: str, frames: list[bytes], masks: list[bytes], poses: np.ndarray,
                  landmarks: np.ndarray, meta: dict, extra: dict | None = None,
@@ -147,44 +109,6 @@ class SampleWriter:
             self.commit()
         return record
 
-    def commit(self) -> str | None:
-        """Finish the current shard (if any clip went in) and move it into place atomically."""
-        if self._tar is None:
-            return None
-        tar, f, tmp, name, records = self._tar, self._file, self._tmp, self._name, self._records
-        self._tar = self._file = self._tmp = None
-        self._records = []
-        try:
-            tar.close()
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()
-            os.replace(tmp, self.dir / name)
-            fsync_dir(self.dir)
-        except BaseException:
-            f.close()
-            tmp.unlink(missing_ok=True)
-            raise
-        self.committed.append(f"shards/{name}")
-        if self.on_commit is not None:
-            self.on_commit(f"shards/{name}", records)
-        return f"shards/{name}"
-
-    def close(self) -> None:
-        self.commit()
-
-    def abort(self) -> None:
-        """Drop the unfinished shard (its clips were never committed)."""
-        f, tmp = self._file, self._tmp
-        self._tar = self._file = self._tmp = None
-        self._records = []
-        if f is not None:
-            f.close()
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
-
-
-# ---- reading ------------------------------------------------------------------------------------
 
 class Clip:
     """One clip's samples in memory, undecoded: ``members[field][i]`` bytes, ``info[i]`` the frame
