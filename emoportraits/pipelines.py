@@ -329,7 +329,7 @@ class EmoPortraitsPipeline:
                 writer.write(even_sides(check(self._render(src, z_seq[:, t], theta, opts))))
                 bar(t + 1, n)
             check.finish("is there speech in the audio? if so, this model barely moves the mouth: "
-                         "try generated head poses (--pose generated)" if pose == "still" else
+                         "try head poses generated from the speech (--pose generated)" if pose == "still" else
                          "is there speech in the audio?")
         return Path(output)
 
