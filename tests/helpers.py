@@ -142,3 +142,19 @@ def metrics(out: Path, *keys: str) -> dict:
         r = json.loads(line)
         rows[r["step"]] = tuple(r[k] for k in keys)
     return rows
+
+
+def two_speaker_clips(base: Path) -> Path:
+    """Two 4-frame talking clips (d06 at 0.4 s and 1.6 s) as two VoxCeleb2-style speakers, prepared at
+    32²: the smallest data set a training run can draw pairs of identities from. Returns the data folder."""
+    from emoportraits.data.prepare import prepare_dataset
+
+    src = shared_media("driving/d06_grid_man_talking_with_audio.mp4")
+    for i, offset in enumerate(("0.4", "1.6")):
+        (base / "videos" / f"spk{i}").mkdir(parents=True)
+        ffmpeg("-ss", offset, "-i", src, "-frames:v", "4", "-an", "-vf", "scale=240:192", "-c:v", "libx264",
+               "-pix_fmt", "yuv420p", base / "videos" / f"spk{i}" / "clip.mp4")
+    summary = prepare_dataset(base / "videos", base / "data", "voxceleb2", resolution=32, frames_per_clip=4,
+                              stride=1, progress=False)
+    assert summary.ok == 2 and summary.frames == 8
+    return base / "data"

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import REPO, ffmpeg, finish, metrics, shared_media, start
+from helpers import REPO, finish, metrics, start, two_speaker_clips
 
 
 def _script():
@@ -35,19 +35,8 @@ def test_step_batches_depend_on_seed_step_and_rank_only():
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """Two short talking clips prepared at 32² (8 frames)."""
-    from emoportraits.data.prepare import prepare_dataset
-
     pytest.importorskip("accelerate", reason="the training extras are not installed (pip install -e .[train])")
-    src = shared_media("driving/d06_grid_man_talking_with_audio.mp4")
-    base = tmp_path_factory.mktemp("head_pose")
-    for i, offset in enumerate(("0.4", "1.6")):
-        (base / "videos" / f"spk{i}").mkdir(parents=True)
-        ffmpeg("-ss", offset, "-i", src, "-frames:v", "4", "-an", "-vf", "scale=240:192", "-c:v", "libx264",
-               "-pix_fmt", "yuv420p", base / "videos" / f"spk{i}" / "clip.mp4")
-    summary = prepare_dataset(base / "videos", base / "data", "voxceleb2", resolution=32, frames_per_clip=4,
-                              stride=1, progress=False)
-    assert summary.ok == 2 and summary.frames == 8
-    return base / "data"
+    return two_speaker_clips(tmp_path_factory.mktemp("head_pose"))
 
 
 def _run(data, out, *extra, env=None):

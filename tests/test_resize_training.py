@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import (ACCELERATE, REPO, ffmpeg, finish, launch_command, metrics, prepare_speech_data,
-                     shared_media, start, tiny_whisper)
+from helpers import (ACCELERATE, REPO, finish, launch_command, metrics, prepare_speech_data, start, tiny_whisper,
+                     two_speaker_clips)
 
 CPU_DDP = {"CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
 CRASH = {"EMOPORTRAITS_TEST_CRASH_AT_STEP": "4"}
@@ -103,20 +103,9 @@ def test_pose_resumes_on_one_process_at_the_same_draw(speech_setup, tmp_path):
 
 @pytest.fixture(scope="module")
 def head_pose_data(tmp_path_factory):
-    """Two short talking clips prepared at 32² (8 frames), as in test_head_pose_training.py."""
-    from emoportraits.data.prepare import prepare_dataset
-
+    """Two short talking clips prepared at 32² (8 frames)."""
     pytest.importorskip("accelerate", reason="the training extras are not installed (pip install -e .[train])")
-    src = shared_media("driving/d06_grid_man_talking_with_audio.mp4")
-    base = tmp_path_factory.mktemp("head_pose_resize")
-    for i, offset in enumerate(("0.4", "1.6")):
-        (base / "videos" / f"spk{i}").mkdir(parents=True)
-        ffmpeg("-ss", offset, "-i", src, "-frames:v", "4", "-an", "-vf", "scale=240:192", "-c:v", "libx264",
-               "-pix_fmt", "yuv420p", base / "videos" / f"spk{i}" / "clip.mp4")
-    summary = prepare_dataset(base / "videos", base / "data", "voxceleb2", resolution=32, frames_per_clip=4,
-                              stride=1, progress=False)
-    assert summary.ok == 2
-    return base / "data"
+    return two_speaker_clips(tmp_path_factory.mktemp("head_pose_resize"))
 
 
 def test_head_pose_resumes_on_one_process(head_pose_data, tmp_path):
