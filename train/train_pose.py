@@ -40,8 +40,9 @@ from emoportraits.models.geometry import project_pose9
 from emoportraits.models.pose_discriminators import PoseDiscriminatorConfig, PoseDiscriminators
 from emoportraits.models.pose_generator import PoseGenerator, PoseGeneratorConfig
 from emoportraits.training.config import RunLogSection, TrainConfigMixin, WhisperSection, parse_config_args
-from emoportraits.training.loop import (LogMean, append_metrics, begin_run, checkpoint_if_due, crash_if_asked,
-                                        crash_step, export_final, log_to_tracker, make_accelerator, to_device)
+from emoportraits.training.loop import (LogMean, accumulated_update, append_metrics, begin_run, checkpoint_if_due,
+                                        crash_if_asked, crash_step, export_final, log_to_tracker, make_accelerator,
+                                        to_device)
 
 
 # ---- configuration ------------------------------------------------------------------------------------
@@ -223,12 +224,7 @@ def main(argv=None) -> int:
         generator.requires_grad_(False)
         for k in range(o.n_critic):                       # critics: n_critic updates on fresh batches
             for _ in range(o.grad_accum):                 # each over grad_accum batches
-                with accelerator.accumulate(critics_p):
-                    with accelerator.autocast():
-                        loss_d, logs_d = gan.critic_loss(next_batch())
-                    accelerator.backward(loss_d)
-                    opt_d.step()
-                    opt_d.zero_grad(set_to_none=True)
+                logs_d = accumulated_update(accelerator, critics_p, lambda: gan.critic_loss(next_batch()), opt_d)
                 if k == o.n_critic - 1:
                     mean_d.add(logs_d)                    # the last critic update's numbers
         sched_d.step()
@@ -236,14 +232,8 @@ def main(argv=None) -> int:
         critics.requires_grad_(False)               # generator: one update
         for _ in range(o.grad_accum):
             batch = next_batch()
-            with accelerator.accumulate(gen_p):
-                with accelerator.autocast():
-                    loss_g, logs_g = gan.generator_loss(batch)
-                accelerator.backward(loss_g)
-                if o.grad_clip and accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(generator.parameters(), o.grad_clip)
-                opt_g.step()
-                opt_g.zero_grad(set_to_none=True)
+            logs_g = accumulated_update(accelerator, gen_p, lambda: gan.generator_loss(batch), opt_g,
+                                        generator.parameters(), o.grad_clip)
             mean_g.add(dict(logs_g, frames=int(batch["motion"].shape[1])))
         sched_g.step()
         critics.requires_grad_(True)

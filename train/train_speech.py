@@ -43,7 +43,7 @@ from emoportraits.losses.pca import MouthPCA, pca_loss
 from emoportraits.models.emoportraits import Avatar
 from emoportraits.models.speech import SpeechEncoder, SpeechEncoderConfig
 from emoportraits.training.config import RunLogSection, TrainConfigMixin, WhisperSection, parse_config_args
-from emoportraits.training.loop import (LogMean, append_metrics, begin_run, checkpoint_if_due,
+from emoportraits.training.loop import (LogMean, accumulated_update, append_metrics, begin_run, checkpoint_if_due,
                                         crash_if_asked, crash_step,
                                         export_final, log_to_tracker, make_accelerator, to_device)
 
@@ -294,14 +294,8 @@ def main(argv=None) -> int:
         position.used += 1
         batch = to_device(raw, accelerator.device)
         ratio = teacher_ratio(step, o.teacher_forcing_steps)
-        with accelerator.accumulate(step_module):
-            with accelerator.autocast():
-                total, logs = step_module(batch, ratio)
-            accelerator.backward(total)
-            if o.grad_clip and accelerator.sync_gradients:
-                accelerator.clip_grad_norm_(speech.parameters(), o.grad_clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+        logs = accumulated_update(accelerator, step_module, lambda: step_module(batch, ratio), opt,
+                                  speech.parameters(), o.grad_clip)
         mean.add(dict(logs, frames=int(batch["images"].shape[1])))
         if not accelerator.sync_gradients:
             continue

@@ -107,6 +107,21 @@ def configure_ddp(accelerator, module: torch.nn.Module, forward, setting="auto")
     return find
 
 
+def accumulated_update(accelerator, module, loss_fn, optimizer, clip_params=None, grad_clip: float = 0.0):
+    """One micro-batch of gradient accumulation: ``loss_fn()`` → (loss, logs) under autocast, backward,
+    gradient clipping on the synchronising micro-batch, optimiser step (Accelerate makes it a no-op
+    until the accumulation is complete). Returns the logs."""
+    with accelerator.accumulate(module):
+        with accelerator.autocast():
+            loss, logs = loss_fn()
+        accelerator.backward(loss)
+        if grad_clip and clip_params is not None and accelerator.sync_gradients:
+            accelerator.clip_grad_norm_(clip_params, grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return logs
+
+
 def append_metrics(accelerator, out: Path, step: int, logs: dict) -> None:
     """One line of ``metrics.jsonl`` per step, by the main process."""
     if accelerator.is_main_process:
