@@ -107,9 +107,12 @@ class EmoPortraitsPipeline:
         keep = torch.from_numpy(masks.binarize(mask)).to(self.model.device, self.model.dtype)[None, None]
         avatar = self.model.encode_source(self._to_tensor(cropped[None]), mask=keep)
         landmarks = None if face.landmarks is None else landmarks_to_crop(face.landmarks, box)
-        reference, xy = self.model.drive_with_flow(avatar, z=avatar.z, theta=avatar.theta)
+        # the source's own map (and, for the photo render's residual, its own render): the reference
+        # every frame's motion is measured from; the network render needs only the map
+        photo_mode = opts.render_mode(size) == "photo"
+        reference, xy = self.model.drive_with_flow(avatar, z=avatar.z, theta=avatar.theta, render=photo_mode)
         photo = None
-        if opts.render_mode(size) == "photo":
+        if photo_mode:
             photo = self._photo_warp(image, face, box, reference, xy, opts)
         return PreparedSource(image=image, box=box, crop=cropped, mask=mask, avatar=avatar, landmarks=landmarks,
                               reference_xy=xy, photo=photo)

@@ -233,16 +233,18 @@ class EmoPortraits(
         return self._drive(avatar, driver_image, z, theta)[0]
 
     def drive_with_flow(self, avatar: Avatar, driver_image: torch.Tensor | None = None, *,
-                        z: torch.Tensor | None = None, theta: torch.Tensor | None = None
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+                        z: torch.Tensor | None = None, theta: torch.Tensor | None = None, render: bool = True
+                        ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """`drive`, plus where each output pixel came from in the source image.
 
-        Returns (image, source_xy): ``source_xy`` (B, h, w, 2) float32, one point per voxel column
-        of the volume (h × w), in grid_sample coordinates (x, y) of the source crop. It follows the model's own warps back — driver voxel →
-        θ_d → W_→d → canonical → W_s→ → inv(θ_s) → source volume — and averages the depth slices
-        weighted by how much content the driver volume has there (the head, not empty space).
+        Returns (image, source_xy); image is None with ``render=False``, which skips the decoder G2D
+        (most of a frame's cost) when only the map is wanted. ``source_xy`` (B, h, w, 2) float32 has
+        one point per voxel column of the volume (h × w), in grid_sample coordinates (x, y) of the
+        source crop. It follows the model's own warps back — driver voxel → θ_d → W_→d → canonical →
+        W_s→ → inv(θ_s) → source volume — and averages the depth slices weighted by how much content
+        the driver volume has there (the head, not empty space).
         """
-        image, v, grid = self._drive(avatar, driver_image, z, theta, trace=True)
+        image, v, grid = self._drive(avatar, driver_image, z, theta, trace=True, render=render)
         if avatar.to_source is None:
             raise ValueError("this avatar has no source grid; encode it with encode_source")
         src = avatar.to_source.expand(grid.shape[0], *avatar.to_source.shape[1:])
@@ -251,7 +253,7 @@ class EmoPortraits(
         weight = weight / weight.sum(1, keepdim=True).clamp_min(1e-8)
         return image, (xyz[..., :2] * weight[..., None]).sum(1)
 
-    def _drive(self, avatar: Avatar, driver_image, z, theta, trace: bool = False):
+    def _drive(self, avatar: Avatar, driver_image, z, theta, trace: bool = False, render: bool = True):
         batch = None
         if driver_image is not None:
             self._check_image(driver_image, "driver image")
@@ -277,7 +279,7 @@ class EmoPortraits(
             canonical = avatar.canonical.expand(batch, *avatar.canonical.shape[1:])
             v = record("after_uv_warp", sample(canonical, w_uv))
             v = record("after_rot_warp", sample(v, rot))
-            image = self.decoder(record("decoder_in", project(v)))
+            image = self.decoder(record("decoder_in", project(v))) if render else None
         if not trace:
             return (image,)
         # driver voxel p read the uv-warped volume at rot(p), which read V^C at w_uv(rot(p))
